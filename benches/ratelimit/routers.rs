@@ -1,0 +1,79 @@
+//! The routers and the request loop that `benches/ratelimit.rs` and `examples/interleaved.rs` both measure
+//! (included with `#[path]`), so the two report on exactly the same set-ups.
+#![allow(dead_code)]
+
+use axum::{Router, body::Body, extract::ConnectInfo, routing::get};
+use http::Request;
+use std::{
+    future::Future,
+    hint::black_box,
+    net::SocketAddr,
+    num::NonZeroU32,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+use tower::Service;
+use tower_kit_ratelimit::{Policy, Quota, RateLimitLayer};
+
+pub(crate) fn peer() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 7], 40_000))
+}
+
+pub(crate) fn request() -> Request<Body> {
+    let mut req = Request::get("/").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer()));
+    req
+}
+
+pub(crate) fn base() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+/// The router with a layer that does nothing: what any `Router::layer` costs (axum wraps each route again).
+pub(crate) fn with_identity() -> Router {
+    base().layer(tower::layer::util::Identity::new())
+}
+
+pub(crate) fn with_governor() -> Router {
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .finish()
+        .unwrap();
+    base().layer(tower_governor::GovernorLayer::new(config))
+}
+
+pub(crate) fn kit_layer(headers: bool) -> RateLimitLayer {
+    // One unit per nanosecond with a burst of u32::MAX: never reached, like the governor configuration.
+    let quota = Quota::per_second(NonZeroU32::MAX).with_burst(NonZeroU32::MAX);
+    RateLimitLayer::builder()
+        .policy(Policy::new("bench", quota))
+        .headers_on_admitted(headers)
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn with_kit(headers: bool) -> Router {
+    base().layer(kit_layer(headers).keep_inner_body())
+}
+
+pub(crate) fn with_kit_policy_body() -> Router {
+    base().layer(kit_layer(false))
+}
+
+/// Sends one request through the router and checks it was admitted. Every handler here completes on the first
+/// poll, so no runtime is needed and the figures hold no scheduler cost.
+pub(crate) fn send(router: &mut Router) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let ready = <Router as Service<Request<Body>>>::poll_ready(router, &mut cx);
+    assert!(matches!(ready, Poll::Ready(Ok(()))));
+    let fut = router.call(request());
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => {
+            assert_eq!(response.status(), 200);
+            black_box(response);
+        }
+        _ => panic!("the router did not answer on the first poll"),
+    }
+}

@@ -1,0 +1,155 @@
+//! The tower-kit demo server as a library, so tests can start it in-process.
+//!
+//! Each layer's wiring and routes live in their own module; [`app`] assembles them. The order of the layers is
+//! explained in the book's "Composing layers" chapter.
+
+pub mod batch;
+pub mod cache;
+pub mod concurrency;
+pub mod config;
+pub mod gzip;
+pub mod items;
+pub mod observability;
+pub mod ratelimit;
+pub mod timing;
+
+use axum::{
+    Json, Router,
+    http::{StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+pub use config::{Config, LayerName};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use tokio::{net::TcpListener, sync::Notify};
+
+/// Builds the whole application: routes and layers.
+///
+/// With `Router::layer` the last layer added is the outermost; the book's "Composing layers" chapter explains the
+/// order.
+pub fn app(
+    config: &Config,
+    metrics: PrometheusHandle,
+) -> Result<Router, tower_kit::core::ConfigError> {
+    let pool = batch::open(&config.batch);
+    let mut items = items::Items::seeded();
+    if let Some(pool) = &pool {
+        items = items.persisted_in(Arc::new(batch::Writer(Arc::clone(pool))));
+    }
+    let (timing_layer, stats) = timing::layer(&config.timing)?;
+    let mut router = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(observability::router(metrics))
+        .merge(cache::router(
+            items,
+            &config.cache,
+            config.ratelimit.redis_url.as_deref(),
+        )?)
+        .merge(batch::router(&config.batch, pool))
+        .merge(concurrency::router(&config.concurrency)?)
+        .merge(timing::router(stats, &config.timing))
+        .merge(gzip::router())
+        .fallback(not_found);
+    // Innermost of the global layers: compression runs inside the concurrency limit, which bounds its CPU.
+    if config.enabled(LayerName::Gzip) {
+        router = router.layer(gzip::layers(&config.gzip)?);
+    }
+    // Global concurrency limit (/health, /metrics exempt); inside the rate limit, so refused calls take no slot.
+    if config.enabled(LayerName::Concurrency) {
+        router = router.layer(concurrency::layer(&config.concurrency)?);
+    }
+    // Per-client-IP quota on /api/*; inside timing so refusals are timed and get a Server-Timing entry.
+    if config.enabled(LayerName::Ratelimit) {
+        router = router.layer(ratelimit::layer(&config.ratelimit)?);
+    }
+    // Outermost: times everything below, including refusals, and writes Server-Timing.
+    if config.enabled(LayerName::Timing) {
+        router = router.layer(timing_layer);
+    }
+    Ok(router)
+}
+
+/// A JSON error body: `{"error": "..."}`.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "not found", "path": uri.path() })),
+    )
+        .into_response()
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then lets in-flight requests finish for at most
+/// `config.drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(&config, metrics).map_err(std::io::Error::other)?;
+    let addr = listener.local_addr()?;
+    let mode = if config.ratelimit.redis_url.is_some() {
+        "shared (Redis)"
+    } else {
+        "embedded (in-memory cache and limiter, SQLite)"
+    };
+    let off: Vec<String> = config
+        .disable
+        .iter()
+        .map(|l| format!("{l:?}").to_lowercase())
+        .collect();
+    tracing::info!(
+        %addr,
+        mode,
+        layers_off = %if off.is_empty() { "none".to_owned() } else { off.join(",") },
+        "demo-server listening on http://{addr}"
+    );
+    let stopping = Arc::new(Notify::new());
+    let notify = Arc::clone(&stopping);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        notify.notify_one();
+    });
+    let drain = config.drain_timeout;
+    tokio::select! {
+        result = server => result,
+        () = async { stopping.notified().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "drain deadline passed; closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

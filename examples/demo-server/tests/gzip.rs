@@ -1,0 +1,139 @@
+//! The demo's gzip module over a real socket: `/api/items` compressed, `/health` untouched, `/api/events`
+//! compressed and each event on time.
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+use tokio::sync::oneshot;
+
+async fn start() -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A recorder that is not installed: this test reads no metrics.
+    let metrics = demo_server::observability::prometheus_builder()
+        .unwrap()
+        .build_recorder()
+        .handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(demo_server::serve(
+        listener,
+        demo_server::Config::for_tests(),
+        metrics,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+fn request(addr: SocketAddr, path: &str, gzip: bool) -> http::Request<Empty<Bytes>> {
+    let mut builder = http::Request::get(format!("http://{addr}{path}"));
+    if gzip {
+        // What `curl --compressed` sends.
+        builder = builder.header("accept-encoding", "deflate, gzip, br, zstd");
+    }
+    builder.body(Empty::new()).unwrap()
+}
+
+#[tokio::test]
+async fn items_compressed_health_untouched() {
+    let (addr, _stop) = start().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+
+    let response = client
+        .request(request(addr, "/api/items", true))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert!(
+        response.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding")
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut json)
+        .unwrap();
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+    assert!(!items.is_empty());
+    assert!(
+        body.len() * 3 < json.len(),
+        "{} -> {}",
+        json.len(),
+        body.len()
+    );
+
+    let response = client
+        .request(request(addr, "/health", true))
+        .await
+        .unwrap();
+    assert!(response.headers().get("content-encoding").is_none());
+    assert!(response.headers().get("vary").is_none());
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok"
+    );
+
+    let response = client
+        .request(request(addr, "/api/items", false))
+        .await
+        .unwrap();
+    assert!(response.headers().get("content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn events_compressed_and_on_time() {
+    let (addr, _stop) = start().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let started = Instant::now();
+    let response = client
+        .request(request(addr, "/api/events", true))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let mut body = response.into_body();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let interval = demo_server::gzip::EVENT_INTERVAL;
+    for n in 0..demo_server::gzip::EVENTS {
+        let marker = format!("\"n\":{n},");
+        while !String::from_utf8_lossy(decoder.get_ref()).contains(&marker) {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("an event in time")
+                .expect("stream ended early")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                decoder.write_all(&data).unwrap();
+                decoder.flush().unwrap();
+            }
+        }
+        // Event n is due at n × 500 ms; it is decodable on arrival, not held back by the compressor.
+        let due = interval * n;
+        let late = started.elapsed().saturating_sub(due);
+        assert!(
+            late < Duration::from_millis(400),
+            "event {n} decoded {late:?} after it was due"
+        );
+        assert!(
+            started.elapsed() + Duration::from_millis(50) >= due,
+            "event {n} early"
+        );
+    }
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            decoder.write_all(&data).unwrap();
+        }
+    }
+    let text = String::from_utf8(decoder.finish().unwrap()).unwrap();
+    assert_eq!(text.matches("event: tick").count(), 10);
+}

@@ -1,0 +1,733 @@
+//! Whether a response may be stored (RFC 9111 §3), for how long (§4.2.1), and how old it already is (§4.2.3).
+
+use crate::{control::ResponseDirectives, vary::Vary};
+use http::{HeaderMap, HeaderName, Method, StatusCode, header, response};
+use std::time::{Duration, SystemTime};
+
+/// The storage rules that come from configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct StorePolicy {
+    /// Requests with `Cookie` bypass unless the response says `public`.
+    pub(crate) cookie_bypass: bool,
+    /// Store responses with `Set-Cookie`, without that header.
+    pub(crate) strip_set_cookie: bool,
+    /// Heuristic freshness: this fraction of the time since `Last-Modified`, at most `heuristic_max`.
+    pub(crate) heuristic: Option<f32>,
+    pub(crate) heuristic_max: Duration,
+}
+
+/// What the request contributes to the decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestFacts {
+    pub(crate) is_get: bool,
+    pub(crate) authorization: bool,
+    pub(crate) cookie: bool,
+    /// The configured default TTL for this route, for responses without freshness information.
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) request_time: SystemTime,
+}
+
+impl RequestFacts {
+    pub(crate) fn new(
+        method: &Method,
+        headers: &HeaderMap,
+        default_ttl: Option<Duration>,
+        request_time: SystemTime,
+    ) -> Self {
+        Self {
+            is_get: method == Method::GET,
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            cookie: headers.contains_key(header::COOKIE),
+            default_ttl,
+            request_time,
+        }
+    }
+}
+
+/// Why a response was not stored. `intrinsic` reasons belong to the response (any request for the key would get
+/// the same answer), so they earn a hit-for-pass marker; the others belong to this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotStored {
+    pub(crate) reason: &'static str,
+    pub(crate) intrinsic: bool,
+}
+
+const fn intrinsic(reason: &'static str) -> NotStored {
+    NotStored {
+        reason,
+        intrinsic: true,
+    }
+}
+
+const fn per_request(reason: &'static str) -> NotStored {
+    NotStored {
+        reason,
+        intrinsic: false,
+    }
+}
+
+/// A storable response's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Storable {
+    pub(crate) freshness_lifetime: Duration,
+    pub(crate) initial_age: Duration,
+    pub(crate) public: bool,
+    pub(crate) shared_with_authorization: bool,
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) no_cache: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) stale_while_revalidate: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
+}
+
+/// Statuses a cache may store with explicit freshness (RFC 9111 §3: the cache understands them). 206 is left out:
+/// this cache does not combine partial content.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 451 | 501
+    )
+}
+
+/// Statuses that are heuristically cacheable (RFC 9110 §15.1): only these get a default or heuristic TTL.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// The decision for a response head that arrived at `response_time`.
+pub(crate) fn decide(
+    request: &RequestFacts,
+    response: &response::Parts,
+    policy: &StorePolicy,
+    response_time: SystemTime,
+) -> Result<Storable, NotStored> {
+    if !request.is_get {
+        return Err(per_request("method"));
+    }
+    if !understood(response.status) {
+        return Err(intrinsic("status"));
+    }
+    let headers = &response.headers;
+    let cc = ResponseDirectives::parse(headers);
+    if cc.no_store {
+        return Err(intrinsic("no-store"));
+    }
+    if cc.private {
+        return Err(intrinsic("private"));
+    }
+    let validator = crate::conditional::has_validator(headers);
+    if cc.no_cache && !validator {
+        // Never served without validation, and there is nothing to validate with.
+        return Err(intrinsic("no-cache"));
+    }
+    let shared_with_authorization = cc.public || cc.s_maxage.is_some() || cc.must_revalidate;
+    if request.authorization && !shared_with_authorization {
+        return Err(per_request("authorization"));
+    }
+    if request.cookie && policy.cookie_bypass && !cc.public {
+        return Err(per_request("cookie"));
+    }
+    if headers.contains_key(header::SET_COOKIE) && !policy.strip_set_cookie {
+        return Err(intrinsic("set-cookie"));
+    }
+    let vary = match Vary::parse(headers) {
+        Vary::Star => return Err(intrinsic("vary-star")),
+        Vary::None => Vec::new(),
+        Vary::Headers(names) => names,
+    };
+    let date = http_date(headers, header::DATE).unwrap_or(response_time);
+    // Explicit freshness information, even if it says "stale at once" (`max-age=0`, `no-cache`).
+    let explicit = cc.no_cache
+        || cc.invalid_freshness
+        || cc.s_maxage.is_some()
+        || cc.max_age.is_some()
+        || headers.contains_key(header::EXPIRES);
+    let freshness_lifetime = if cc.invalid_freshness {
+        Duration::ZERO
+    } else if let Some(s) = cc.s_maxage {
+        s
+    } else if let Some(m) = cc.max_age {
+        m
+    } else if headers.contains_key(header::EXPIRES) {
+        // An invalid `Expires` (`0`) means already expired (RFC 9111 §5.3).
+        http_date(headers, header::EXPIRES)
+            .and_then(|exp| exp.duration_since(date).ok())
+            .unwrap_or(Duration::ZERO)
+    } else if cc.no_cache {
+        Duration::ZERO
+    } else if !heuristically_cacheable(response.status) {
+        return Err(intrinsic("no-freshness"));
+    } else if let Some(ttl) = request.default_ttl {
+        ttl
+    } else if let (Some(fraction), Some(modified)) =
+        (policy.heuristic, http_date(headers, header::LAST_MODIFIED))
+    {
+        let since = date.duration_since(modified).unwrap_or_default();
+        since.mul_f32(fraction).min(policy.heuristic_max)
+    } else {
+        return Err(intrinsic("no-freshness"));
+    };
+    let initial_age = initial_age(headers, date, request.request_time, response_time);
+    // A response stale on arrival is worth storing only to be validated: it needs a validator, and freshness
+    // information of its own (a response without any is not stored, as above).
+    if freshness_lifetime <= initial_age && !(validator && explicit) {
+        return Err(intrinsic("stale"));
+    }
+    Ok(Storable {
+        freshness_lifetime,
+        initial_age,
+        public: cc.public,
+        shared_with_authorization,
+        vary,
+        no_cache: cc.no_cache,
+        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        stale_while_revalidate: cc.stale_while_revalidate,
+        stale_if_error: cc.stale_if_error,
+    })
+}
+
+/// `corrected_initial_age` of RFC 9111 §4.2.3.
+pub(crate) fn initial_age(
+    headers: &HeaderMap,
+    date: SystemTime,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let apparent_age = response_time.duration_since(date).unwrap_or_default();
+    let response_delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .map(|s| Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31)))
+        .unwrap_or_default();
+    apparent_age.max(age_value + response_delay)
+}
+
+fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    let text = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(text.trim()).ok()
+}
+
+/// Tags from a response header: comma- or space-separated (`Cache-Tag: a,b`, `Surrogate-Key: a b`).
+pub(crate) fn tags_from(headers: &HeaderMap, names: &[HeaderName], out: &mut Vec<String>) {
+    for name in names {
+        for value in headers.get_all(name) {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            for tag in text.split(|c: char| c == ',' || c.is_ascii_whitespace()) {
+                if !tag.is_empty() && !out.iter().any(|t| t == tag) {
+                    out.push(tag.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// Headers that describe one connection, not the response (RFC 9110 §7.6.1), plus `Age` (recomputed on every hit).
+pub(crate) fn strip_for_storage(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::AGE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Response;
+
+    fn policy() -> StorePolicy {
+        StorePolicy {
+            cookie_bypass: true,
+            strip_set_cookie: false,
+            heuristic: None,
+            heuristic_max: Duration::from_secs(86_400),
+        }
+    }
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+    }
+
+    fn facts() -> RequestFacts {
+        RequestFacts {
+            is_get: true,
+            authorization: false,
+            cookie: false,
+            default_ttl: None,
+            request_time: t0(),
+        }
+    }
+
+    fn head(status: u16, headers: &[(&str, &str)]) -> response::Parts {
+        let mut b = Response::builder().status(status);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn date(offset_secs: i64) -> String {
+        let t = if offset_secs >= 0 {
+            t0() + Duration::from_secs(offset_secs as u64)
+        } else {
+            t0() - Duration::from_secs((-offset_secs) as u64)
+        };
+        httpdate::fmt_http_date(t)
+    }
+
+    /// (name, request, policy, status, headers, expected lifetime in seconds or the reason it is not stored)
+    #[test]
+    fn rfc9111_storage_table() {
+        let auth = RequestFacts {
+            authorization: true,
+            ..facts()
+        };
+        let cookie = RequestFacts {
+            cookie: true,
+            ..facts()
+        };
+        let default_60 = RequestFacts {
+            default_ttl: Some(Duration::from_secs(60)),
+            ..facts()
+        };
+        let head_req = RequestFacts {
+            is_get: false,
+            ..facts()
+        };
+        let strip = StorePolicy {
+            strip_set_cookie: true,
+            ..policy()
+        };
+        let no_cookie_bypass = StorePolicy {
+            cookie_bypass: false,
+            ..policy()
+        };
+        let heuristic = StorePolicy {
+            heuristic: Some(0.1),
+            ..policy()
+        };
+        let (d0, exp_60, lm_1000) = (date(0), date(60), date(-1000));
+        type Row<'a> = (
+            &'a str,
+            &'a RequestFacts,
+            &'a StorePolicy,
+            u16,
+            Vec<(&'a str, &'a str)>,
+            Result<u64, &'a str>,
+        );
+        let p = policy();
+        let f = facts();
+        let rows: Vec<Row<'_>> = vec![
+            (
+                "max-age",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30")],
+                Ok(30),
+            ),
+            (
+                "s-maxage wins",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30, s-maxage=90")],
+                Ok(90),
+            ),
+            (
+                "max-age beats Expires",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("cache-control", "max-age=5"),
+                    ("date", &d0),
+                    ("expires", &exp_60),
+                ],
+                Ok(5),
+            ),
+            (
+                "Expires - Date",
+                &f,
+                &p,
+                200,
+                vec![("date", &d0), ("expires", &exp_60)],
+                Ok(60),
+            ),
+            (
+                "invalid Expires is stale",
+                &f,
+                &p,
+                200,
+                vec![("expires", "0")],
+                Err("stale"),
+            ),
+            (
+                "invalid max-age is stale",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=soon")],
+                Err("stale"),
+            ),
+            (
+                "max-age=0",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=0")],
+                Err("stale"),
+            ),
+            (
+                "Age eats freshness",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30"), ("age", "30")],
+                Err("stale"),
+            ),
+            ("no freshness", &f, &p, 200, vec![], Err("no-freshness")),
+            (
+                "no heuristic unless configured",
+                &f,
+                &p,
+                200,
+                vec![("last-modified", &lm_1000), ("date", &d0)],
+                Err("no-freshness"),
+            ),
+            (
+                "heuristic 10%",
+                &f,
+                &heuristic,
+                200,
+                vec![("last-modified", &lm_1000), ("date", &d0)],
+                Ok(100),
+            ),
+            ("default TTL", &default_60, &p, 200, vec![], Ok(60)),
+            (
+                "default TTL not for 302",
+                &default_60,
+                &p,
+                302,
+                vec![],
+                Err("no-freshness"),
+            ),
+            (
+                "302 with max-age",
+                &f,
+                &p,
+                302,
+                vec![("cache-control", "max-age=10")],
+                Ok(10),
+            ),
+            (
+                "404 with max-age",
+                &f,
+                &p,
+                404,
+                vec![("cache-control", "max-age=10")],
+                Ok(10),
+            ),
+            (
+                "500 never",
+                &f,
+                &p,
+                500,
+                vec![("cache-control", "max-age=10")],
+                Err("status"),
+            ),
+            (
+                "206 never",
+                &f,
+                &p,
+                206,
+                vec![("cache-control", "max-age=10")],
+                Err("status"),
+            ),
+            (
+                "no-store",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "public, max-age=30, no-store")],
+                Err("no-store"),
+            ),
+            (
+                "private",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "private, max-age=30")],
+                Err("private"),
+            ),
+            (
+                "no-cache",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "no-cache, max-age=30")],
+                Err("no-cache"),
+            ),
+            (
+                "no-cache with a validator: stored, validated before each use",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "no-cache"), ("etag", "\"v1\"")],
+                Ok(0),
+            ),
+            (
+                "max-age=0 with a validator: stored to be validated",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=0"), ("last-modified", &lm_1000)],
+                Ok(0),
+            ),
+            (
+                "validator without freshness information: not stored",
+                &f,
+                &p,
+                200,
+                vec![("etag", "\"v1\"")],
+                Err("no-freshness"),
+            ),
+            (
+                "Authorization without public",
+                &auth,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30")],
+                Err("authorization"),
+            ),
+            (
+                "Authorization with public",
+                &auth,
+                &p,
+                200,
+                vec![("cache-control", "public, max-age=30")],
+                Ok(30),
+            ),
+            (
+                "Authorization with s-maxage",
+                &auth,
+                &p,
+                200,
+                vec![("cache-control", "s-maxage=20")],
+                Ok(20),
+            ),
+            (
+                "Authorization with must-revalidate",
+                &auth,
+                &p,
+                200,
+                vec![("cache-control", "must-revalidate, max-age=7")],
+                Ok(7),
+            ),
+            (
+                "Cookie without public",
+                &cookie,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30")],
+                Err("cookie"),
+            ),
+            (
+                "Cookie with public",
+                &cookie,
+                &p,
+                200,
+                vec![("cache-control", "public, max-age=30")],
+                Ok(30),
+            ),
+            (
+                "Cookie, pure RFC",
+                &cookie,
+                &no_cookie_bypass,
+                200,
+                vec![("cache-control", "max-age=30")],
+                Ok(30),
+            ),
+            (
+                "Set-Cookie",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("cache-control", "public, max-age=30"),
+                    ("set-cookie", "a=1"),
+                ],
+                Err("set-cookie"),
+            ),
+            (
+                "Set-Cookie stripped",
+                &f,
+                &strip,
+                200,
+                vec![("cache-control", "max-age=30"), ("set-cookie", "a=1")],
+                Ok(30),
+            ),
+            (
+                "Vary: *",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30"), ("vary", "accept, *")],
+                Err("vary-star"),
+            ),
+            (
+                "HEAD is not stored",
+                &head_req,
+                &p,
+                200,
+                vec![("cache-control", "max-age=30")],
+                Err("method"),
+            ),
+        ];
+        for (name, req, pol, status, headers, want) in rows {
+            let got = decide(req, &head(status, &headers), pol, t0())
+                .map(|s| s.freshness_lifetime.as_secs())
+                .map_err(|e| e.reason);
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn intrinsic_reasons_are_marked() {
+        let auth = RequestFacts {
+            authorization: true,
+            ..facts()
+        };
+        let e = decide(
+            &auth,
+            &head(200, &[("cache-control", "max-age=1")]),
+            &policy(),
+            t0(),
+        )
+        .unwrap_err();
+        assert!(!e.intrinsic);
+        let e = decide(
+            &facts(),
+            &head(200, &[("cache-control", "no-store")]),
+            &policy(),
+            t0(),
+        )
+        .unwrap_err();
+        assert!(e.intrinsic);
+    }
+
+    #[test]
+    fn initial_age_follows_rfc9111() {
+        let h = head(200, &[("age", "10")]);
+        // Age 10 plus 2 s of response delay; Date equals response time.
+        let age = initial_age(&h.headers, t0(), t0() - Duration::from_secs(2), t0());
+        assert_eq!(age, Duration::from_secs(12));
+        // A Date 50 s in the past (apparent age) beats a small Age.
+        let age = initial_age(&h.headers, t0() - Duration::from_secs(50), t0(), t0());
+        assert_eq!(age, Duration::from_secs(50));
+        // Garbage Age is ignored.
+        let h = head(200, &[("age", "-5")]);
+        assert_eq!(initial_age(&h.headers, t0(), t0(), t0()), Duration::ZERO);
+    }
+
+    #[test]
+    fn vary_names_and_flags() {
+        let s = decide(
+            &facts(),
+            &head(
+                200,
+                &[
+                    ("cache-control", "public, max-age=30"),
+                    ("vary", "X-B, accept-encoding"),
+                ],
+            ),
+            &policy(),
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.vary,
+            vec![
+                HeaderName::from_static("accept-encoding"),
+                HeaderName::from_static("x-b")
+            ]
+        );
+        assert!(s.public && s.shared_with_authorization);
+        let flags = |cc: &str| {
+            let s = decide(
+                &facts(),
+                &head(200, &[("cache-control", cc), ("etag", "\"e\"")]),
+                &policy(),
+                t0(),
+            )
+            .unwrap();
+            (s.no_cache, s.must_revalidate)
+        };
+        assert_eq!(flags("no-cache"), (true, false));
+        assert_eq!(flags("max-age=5, must-revalidate"), (false, true));
+        assert_eq!(flags("max-age=5, proxy-revalidate"), (false, true));
+        assert_eq!(
+            flags("s-maxage=5"),
+            (false, true),
+            "s-maxage implies proxy-revalidate"
+        );
+        assert_eq!(flags("max-age=5"), (false, false));
+    }
+
+    #[test]
+    fn strips_hop_by_hop() {
+        let mut h = head(
+            200,
+            &[
+                ("connection", "x-hop, close"),
+                ("x-hop", "1"),
+                ("keep-alive", "5"),
+                ("age", "3"),
+                ("x-end", "2"),
+            ],
+        )
+        .headers;
+        strip_for_storage(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end"));
+    }
+
+    #[test]
+    fn tags_split_on_commas_and_spaces() {
+        let h = head(200, &[("cache-tag", "a, b"), ("surrogate-key", "b c  d")]).headers;
+        let mut out = Vec::new();
+        tags_from(
+            &h,
+            &[
+                HeaderName::from_static("cache-tag"),
+                HeaderName::from_static("surrogate-key"),
+            ],
+            &mut out,
+        );
+        assert_eq!(out, ["a", "b", "c", "d"]);
+    }
+}

@@ -1,0 +1,618 @@
+use super::{Lease, LeaseRelease, Store, StoreError, StoreUsage, codec};
+use crate::entry::StoredValue;
+use redis::{AsyncConnectionConfig, Client, FromRedisValue, aio::MultiplexedConnection};
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tower_kit_core::ConfigError;
+
+const DEFAULT_PREFIX: &str = "tower-kit-cache:";
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_MAX_ENTRY_BYTES: usize = 8 << 20;
+const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+const SCAN_COUNT: usize = 500;
+
+/// Counter: failed Redis round trips of the cache's Redis store, by `kind` (`timeout`, `connection`, `server`,
+/// `unavailable`).
+pub const REDIS_ERRORS: &str = "tower_kit.cache.redis.errors";
+/// Counter: values read back from Redis that did not decode (garbage, truncated, another format version): misses.
+pub const REDIS_UNDECODABLE: &str = "tower_kit.cache.redis.undecodable";
+
+/// A [`Store`] in Redis (feature `redis`), shared by every server that points at it.
+///
+/// - **Layout**: the value of cache key `k` is the string `{prefix}v:{k}` in a versioned binary format (status,
+///   headers, body, trailers, validators, timestamps, tags; see [`Entry::FORMAT_VERSION`](crate::Entry)), written
+///   with `SET .. PX ttl`. A tag `t` is the set `{prefix}t:{t}` of the keys carrying it, with its own expiry (the
+///   longest TTL of its members, so tag sets never grow forever). Freshness is decided by the cache from the times
+///   inside the entry, so servers whose clocks drift apart still agree on an entry's age.
+/// - **Bad values are misses**: a value that does not decode (garbage, truncated, written by another format version)
+///   is read as a miss and counted in [`REDIS_UNDECODABLE`], never an error to a client.
+/// - **Size cap**: a value whose encoding is larger than [`max_entry_bytes`](RedisStoreBuilder::max_entry_bytes)
+///   is not written (the key's old value is removed).
+/// - **Prefix invalidation** walks the key space with `SCAN MATCH` (glob characters in the prefix escaped), never
+///   `KEYS`; so does [`usage`](Store::usage), which is O(keys): use it for dashboards, not per request.
+/// - **Connection**: one multiplexed connection shared by every request, made on first use with a connect timeout;
+///   every round trip is bounded by [`timeout`](RedisStoreBuilder::timeout) (default 100 ms), connecting included.
+///   After [`failure_threshold`](RedisStoreBuilder::failure_threshold) consecutive failures the store stops trying
+///   for [`retry_interval`](RedisStoreBuilder::retry_interval) (requests fail at once, so the cache treats them as
+///   misses and goes to the origin); then requests reconnect, one more failure pauses Redis for another interval,
+///   and the first success resets the count: recovery needs no restart.
+///
+/// Clones share the connection. The store needs a tokio runtime.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    connection_config: AsyncConnectionConfig,
+    prefix: String,
+    timeout: Duration,
+    max_entry_bytes: usize,
+    failure_threshold: u32,
+    retry_interval: Duration,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    failures: AtomicU32,
+    /// While the store is "down": when to try again.
+    retry_at: Mutex<Option<Instant>>,
+    /// Bumped on every new connection (tests and the tiered store's subscriber read it).
+    connections: AtomicU64,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.inner.client.get_connection_info();
+        f.debug_struct("RedisStore")
+            .field("addr", &info.addr().to_string())
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("max_entry_bytes", &self.inner.max_entry_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RedisStore`]: see [`RedisStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_entry_bytes: usize,
+    failure_threshold: u32,
+    retry_interval: Duration,
+}
+
+impl RedisStore {
+    /// A store on `url` (`redis://host:port/db`) with the defaults. Nothing is connected yet: the first request
+    /// connects.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        Self::builder(url).build()
+    }
+
+    /// A builder on `url`: key prefix, timeouts, size cap, circuit breaker.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
+        }
+    }
+
+    /// The Redis key that holds the value of cache key `key`.
+    pub fn redis_key(&self, key: &str) -> String {
+        format!("{}v:{key}", self.inner.prefix)
+    }
+
+    /// The Redis key of the set of keys tagged `tag`.
+    pub fn tag_key(&self, tag: &str) -> String {
+        format!("{}t:{tag}", self.inner.prefix)
+    }
+
+    /// The Redis key of the coalescing lease on cache key `key`.
+    pub fn lease_key(&self, key: &str) -> String {
+        format!("{}l:{key}", self.inner.prefix)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The per-round-trip timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Whether the store is skipping Redis after repeated failures.
+    pub fn is_down(&self) -> bool {
+        self.retry_at().is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The client (for a pub/sub connection on the same server).
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        *self
+            .inner
+            .retry_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one command or pipeline, connecting first if needed, all within the timeout.
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        run: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        if let Some(until) = self.retry_at()
+            && Instant::now() < until
+        {
+            metrics::counter!(REDIS_ERRORS, "kind" => "unavailable").increment(1);
+            return Err(StoreError::new(
+                operation,
+                "Redis unavailable (retrying later)",
+            ));
+        }
+        let inner = &self.inner;
+        let attempt = async {
+            let mut conn = {
+                let mut slot = inner.connection.lock().await;
+                match &*slot {
+                    Some(conn) => conn.clone(),
+                    None => {
+                        let conn = inner
+                            .client
+                            .get_multiplexed_async_connection_with_config(&inner.connection_config)
+                            .await?;
+                        inner.connections.fetch_add(1, Ordering::Relaxed);
+                        *slot = Some(conn.clone());
+                        conn
+                    }
+                }
+            };
+            run(&mut conn).await
+        };
+        let outcome = tokio::time::timeout(inner.timeout, attempt).await;
+        match outcome {
+            Ok(Ok(v)) => {
+                if inner.failures.swap(0, Ordering::Relaxed) > 0 {
+                    *inner
+                        .retry_at
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                }
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let broken = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_connection_refusal();
+                if broken {
+                    metrics::counter!(REDIS_ERRORS, "kind" => "connection").increment(1);
+                    *inner.connection.lock().await = None;
+                    self.failed();
+                } else {
+                    metrics::counter!(REDIS_ERRORS, "kind" => "server").increment(1);
+                }
+                Err(StoreError::new(operation, e))
+            }
+            Err(_) => {
+                metrics::counter!(REDIS_ERRORS, "kind" => "timeout").increment(1);
+                self.failed();
+                Err(StoreError::new(
+                    operation,
+                    format!("no answer from Redis within {:?}", inner.timeout),
+                ))
+            }
+        }
+    }
+
+    fn failed(&self) {
+        let n = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.inner.failure_threshold {
+            *self
+                .inner
+                .retry_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some(Instant::now() + self.inner.retry_interval);
+            // The next attempt after the interval is a probe: one more failure closes the door again.
+            self.inner
+                .failures
+                .store(self.inner.failure_threshold - 1, Ordering::Relaxed);
+        }
+    }
+
+    /// One `SCAN` step (never `KEYS`): the next cursor (0 at the end) and a batch of keys matching `pattern`.
+    async fn scan(
+        &self,
+        operation: &'static str,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
+        self.query(operation, async |c| {
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(c)
+                .await
+        })
+        .await
+    }
+
+    async fn unlink_matching(
+        &self,
+        operation: &'static str,
+        pattern: &str,
+    ) -> Result<u64, StoreError> {
+        let (mut cursor, mut removed) = (0, 0);
+        loop {
+            let (next, keys) = self.scan(operation, cursor, pattern).await?;
+            if !keys.is_empty() {
+                let n: u64 = self
+                    .query(operation, async |c| {
+                        redis::cmd("UNLINK").arg(&keys).query_async(c).await
+                    })
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every Redis key the store writes (default `tower-kit-cache:`): stores with different prefixes
+    /// share a Redis database without seeing each other.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest one Redis round trip may take, connecting included (default 100 ms). After it the operation
+    /// fails and the cache carries on without Redis (a miss, or "not stored").
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest one connection attempt may take (default 1 s; requests still give up after
+    /// [`timeout`](Self::timeout)).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest encoded value written (default 8 MiB); larger responses are not stored in Redis.
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
+        self
+    }
+
+    /// Consecutive failures after which the store stops trying for a while (default 3).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// How long the store skips Redis after `failure_threshold` failures before one request tries again (default
+    /// 1 s).
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// Checks the settings and makes the store (no I/O: the first request connects).
+    pub fn build(self) -> Result<RedisStore, ConfigError> {
+        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        for (field, d) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("retry_interval", self.retry_interval),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be more than zero"));
+            }
+        }
+        if self.failure_threshold == 0 {
+            return Err(ConfigError::new("failure_threshold", "must be at least 1"));
+        }
+        if self.max_entry_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_entry_bytes",
+                "must be more than zero",
+            ));
+        }
+        // The URL may hold a password: the error names the problem, never the URL.
+        let client = Client::open(self.url.as_str()).map_err(|e| {
+            ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
+        })?;
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.timeout));
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                connection_config,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                max_entry_bytes: self.max_entry_bytes,
+                failure_threshold: self.failure_threshold,
+                retry_interval: self.retry_interval,
+                connection: tokio::sync::Mutex::new(None),
+                failures: AtomicU32::new(0),
+                retry_at: Mutex::new(None),
+                connections: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped, so it matches literally.
+pub(crate) fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Store for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
+        let rkey = self.redis_key(key);
+        let raw: Option<Vec<u8>> = self
+            .query("get", async |c| {
+                redis::cmd("GET").arg(&rkey).query_async(c).await
+            })
+            .await?;
+        Ok(raw.and_then(|raw| {
+            let value = codec::decode(&raw);
+            if value.is_none() {
+                metrics::counter!(REDIS_UNDECODABLE).increment(1);
+                tracing::debug!(key = %rkey, len = raw.len(), "undecodable cache value in Redis: a miss");
+            }
+            value
+        }))
+    }
+
+    async fn put(&self, key: &str, value: StoredValue, ttl: Duration) -> Result<(), StoreError> {
+        let rkey = self.redis_key(key);
+        let raw = codec::encode(&value);
+        if raw.len() > self.inner.max_entry_bytes {
+            // Not stored; the old value must not outlive the new response either.
+            let _: u64 = self
+                .query("put", async |c| {
+                    redis::cmd("DEL").arg(&rkey).query_async(c).await
+                })
+                .await?;
+            return Ok(());
+        }
+        let ms = millis(ttl);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET")
+            .arg(&rkey)
+            .arg(raw)
+            .arg("PX")
+            .arg(ms)
+            .ignore();
+        for tag in value.tags() {
+            let tkey = self.tag_key(tag);
+            pipe.cmd("SADD").arg(&tkey).arg(key).ignore();
+            // A new set gets the entry's TTL; an existing one is only ever extended.
+            pipe.cmd("PEXPIRE").arg(&tkey).arg(ms).arg("NX").ignore();
+            pipe.cmd("PEXPIRE").arg(&tkey).arg(ms).arg("GT").ignore();
+        }
+        self.query("put", async |c| pipe.query_async::<()>(c).await)
+            .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<bool, StoreError> {
+        let rkey = self.redis_key(key);
+        let n: u64 = self
+            .query("remove", async |c| {
+                redis::cmd("DEL").arg(&rkey).query_async(c).await
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn remove_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let pattern = format!("{}*", escape_glob(&self.redis_key(prefix)));
+        self.unlink_matching("remove_prefix", &pattern).await
+    }
+
+    async fn remove_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let tkey = self.tag_key(tag);
+        let members: Vec<String> = self
+            .query("remove_tag", async |c| {
+                redis::cmd("SMEMBERS").arg(&tkey).query_async(c).await
+            })
+            .await?;
+        let mut removed = 0;
+        for chunk in members.chunks(SCAN_COUNT) {
+            let rkeys: Vec<String> = chunk.iter().map(|k| self.redis_key(k)).collect();
+            let raws: Vec<Option<Vec<u8>>> = self
+                .query("remove_tag", async |c| {
+                    redis::cmd("MGET").arg(&rkeys).query_async(c).await
+                })
+                .await?;
+            // A key re-written without the tag since it joined the set is left alone.
+            let tagged: Vec<&String> = rkeys
+                .iter()
+                .zip(raws)
+                .filter(|(_, raw)| {
+                    raw.as_deref()
+                        .and_then(codec::decode)
+                        .is_some_and(|v| v.tags().iter().any(|t| t == tag))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            if !tagged.is_empty() {
+                let n: u64 = self
+                    .query("remove_tag", async |c| {
+                        redis::cmd("DEL").arg(&tagged).query_async(c).await
+                    })
+                    .await?;
+                removed += n;
+            }
+        }
+        let _: u64 = self
+            .query("remove_tag", async |c| {
+                redis::cmd("DEL").arg(&tkey).query_async(c).await
+            })
+            .await?;
+        Ok(removed)
+    }
+
+    /// `SET {prefix}l:{key} token NX PX ttl`: the first server to ask gets the lease.
+    async fn lease(&self, key: &str, ttl: Duration) -> Result<Lease, StoreError> {
+        let lkey = self.lease_key(key);
+        let token = lease_token();
+        let ms = millis(ttl);
+        let taken: Option<String> = self
+            .query("lease", async |c| {
+                redis::cmd("SET")
+                    .arg(&lkey)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        if taken.is_none() {
+            return Ok(Lease::Held);
+        }
+        let store = self.clone();
+        Ok(Lease::Acquired(LeaseRelease::new(move || {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return; // It lapses by itself.
+            };
+            rt.spawn(async move {
+                let script = redis::Script::new(RELEASE_SCRIPT);
+                let _ = store
+                    .query::<u64>("release", async |c| {
+                        script.key(&lkey).arg(&token).invoke_async(c).await
+                    })
+                    .await;
+            });
+        })))
+    }
+
+    async fn clear(&self) -> Result<(), StoreError> {
+        let pattern = format!("{}*", escape_glob(&self.inner.prefix));
+        self.unlink_matching("clear", &pattern).await.map(drop)
+    }
+
+    async fn usage(&self) -> Result<StoreUsage, StoreError> {
+        let pattern = format!("{}*", escape_glob(&self.redis_key("")));
+        let (mut cursor, mut usage) = (0, StoreUsage::default());
+        loop {
+            let (next, keys) = self.scan("usage", cursor, &pattern).await?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("STRLEN").arg(k);
+                }
+                let lens: Vec<u64> = self
+                    .query("usage", async |c| pipe.query_async(c).await)
+                    .await?;
+                for len in lens.into_iter().filter(|l| *l > 0) {
+                    usage.entries += 1;
+                    usage.bytes += len;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(usage)
+    }
+}
+
+/// Deletes the lease only if it still holds the releaser's token (it may have lapsed and been taken by another).
+const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+static LEASES: AtomicU64 = AtomicU64::new(0);
+
+fn lease_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        nanos,
+        LEASES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("a*b?c[d]e\\f^g"), "a\\*b\\?c\\[d\\]e\\\\f\\^g");
+        assert_eq!(escape_glob("t:1:/é"), "t:1:/é");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(RedisStore::new("http://localhost").is_err());
+        assert!(
+            RedisStore::builder("redis://127.0.0.1/")
+                .timeout(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(
+            RedisStore::builder("redis://127.0.0.1/")
+                .failure_threshold(0)
+                .build()
+                .is_err()
+        );
+        assert!(RedisStore::new("redis://127.0.0.1:6379/0").is_ok());
+    }
+}

@@ -1,0 +1,379 @@
+//! [`GzipLayer`]: the response compression settings and their builder.
+
+use crate::{
+    engine::MAX_ONESHOT_LEVEL,
+    policy::{ContentTypes, MimePattern},
+    service::Gzip,
+};
+use http::{HeaderMap, Method, Uri, response::Parts};
+use std::{fmt, sync::Arc, time::Duration};
+use tower_kit_core::ConfigError;
+use tower_layer::Layer;
+
+/// Default libdeflate level of the one-shot engine (see the book's gzip chapter for the measurement).
+pub const DEFAULT_LEVEL: u32 = 7;
+/// Default zlib level of the streaming engine.
+pub const DEFAULT_STREAM_LEVEL: u32 = 7;
+/// Default smallest body compressed, in bytes.
+pub const DEFAULT_MIN_SIZE: u64 = 1000;
+/// Default largest body compressed in one shot, in bytes (1 MiB).
+pub const DEFAULT_MAX_BUFFERED: u64 = 1024 * 1024;
+/// Default size, in bytes, from which compression runs on tokio's blocking pool instead of the async worker.
+pub const DEFAULT_OFFLOAD_THRESHOLD: u64 = 16 * 1024;
+/// Default idle time after which a stream's pending compressed bytes are flushed.
+pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// What a [predicate](GzipLayerBuilder::predicate) sees of the request.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// The request method.
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// The request headers.
+    pub headers: HeaderMap,
+}
+
+type Predicate = Arc<dyn Fn(&RequestHead, &Parts) -> bool + Send + Sync>;
+
+/// The settings every [`Gzip`] service of one layer shares.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) level: u32,
+    pub(crate) stream_level: u32,
+    pub(crate) min_size: u64,
+    pub(crate) max_buffered: u64,
+    pub(crate) offload_threshold: u64,
+    pub(crate) idle_flush: Option<Duration>,
+    pub(crate) respect_no_transform: bool,
+    pub(crate) flush_every_frame: bool,
+    pub(crate) content_types: ContentTypes,
+    pub(crate) predicate: Option<Predicate>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("level", &self.level)
+            .field("stream_level", &self.stream_level)
+            .field("min_size", &self.min_size)
+            .field("max_buffered", &self.max_buffered)
+            .field("offload_threshold", &self.offload_threshold)
+            .field("idle_flush", &self.idle_flush)
+            .field("respect_no_transform", &self.respect_no_transform)
+            .field("flush_every_frame", &self.flush_every_frame)
+            .field("content_types", &self.content_types)
+            .field("predicate", &self.predicate.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LEVEL,
+            stream_level: DEFAULT_STREAM_LEVEL,
+            min_size: DEFAULT_MIN_SIZE,
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            offload_threshold: DEFAULT_OFFLOAD_THRESHOLD,
+            idle_flush: Some(DEFAULT_IDLE_FLUSH),
+            respect_no_transform: true,
+            flush_every_frame: false,
+            content_types: ContentTypes::parse_defaults(),
+            predicate: None,
+        }
+    }
+}
+
+/// Compresses responses with gzip when the client accepts it. See the [crate docs](crate) for the rules.
+///
+/// ```
+/// use tower_kit_gzip::GzipLayer;
+///
+/// let layer = GzipLayer::builder()
+///     .min_size(512)
+///     .deny_content_type("text/csv")
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct GzipLayer {
+    config: Arc<Config>,
+}
+
+impl GzipLayer {
+    /// The defaults: one-shot level [`DEFAULT_LEVEL`], streaming level [`DEFAULT_STREAM_LEVEL`], `min_size` 1000 B,
+    /// `max_buffered` 1 MiB, offload from [`DEFAULT_OFFLOAD_THRESHOLD`], idle flush after 100 ms, `no-transform`
+    /// respected, SSE and NDJSON flushed per frame, the default content-type lists.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> GzipLayerBuilder {
+        GzipLayerBuilder {
+            config: Config::default(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            flush: Vec::new(),
+            clear_defaults: false,
+        }
+    }
+}
+
+impl<S> Layer<S> for GzipLayer {
+    type Service = Gzip<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Gzip::new(inner, Arc::clone(&self.config))
+    }
+}
+
+/// Builds a [`GzipLayer`]; [`build`](Self::build) checks every value and names the bad one.
+#[must_use]
+pub struct GzipLayerBuilder {
+    config: Config,
+    allow: Vec<String>,
+    deny: Vec<String>,
+    flush: Vec<String>,
+    clear_defaults: bool,
+}
+
+impl fmt::Debug for GzipLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GzipLayerBuilder")
+            .field("config", &self.config)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("flush", &self.flush)
+            .field("clear_defaults", &self.clear_defaults)
+            .finish()
+    }
+}
+
+impl GzipLayerBuilder {
+    /// libdeflate level of the one-shot engine, 1 (fastest) to 12 (smallest). Default [`DEFAULT_LEVEL`].
+    pub fn level(mut self, level: u32) -> Self {
+        self.config.level = level;
+        self
+    }
+
+    /// zlib level of the streaming engine, 1 (fastest) to 9 (smallest). Default [`DEFAULT_STREAM_LEVEL`].
+    pub fn stream_level(mut self, level: u32) -> Self {
+        self.config.stream_level = level;
+        self
+    }
+
+    /// Bodies smaller than this many bytes are sent as they are. Default 1000. Bodies of unknown length are
+    /// buffered up to this size to find out (streams flushed per frame are not).
+    pub fn min_size(mut self, bytes: u64) -> Self {
+        self.config.min_size = bytes;
+        self
+    }
+
+    /// Bodies of known length up to this many bytes are compressed in one shot (libdeflate) and sent with an
+    /// exact `Content-Length`; larger ones are streamed. Default 1 MiB; at most 64 MiB.
+    pub fn max_buffered(mut self, bytes: u64) -> Self {
+        self.config.max_buffered = bytes;
+        self
+    }
+
+    /// Bodies (one-shot) and frames (streams) of at least this many bytes are compressed on tokio's blocking pool,
+    /// so a large body does not stall the other requests of its worker thread. Default
+    /// [`DEFAULT_OFFLOAD_THRESHOLD`]; `u64::MAX` never offloads.
+    pub fn offload_threshold(mut self, bytes: u64) -> Self {
+        self.config.offload_threshold = bytes;
+        self
+    }
+
+    /// When a streamed body's source goes quiet for this long with compressed bytes held back, they are flushed
+    /// to the client. Default 100 ms; `None` turns it off.
+    pub fn idle_flush(mut self, after: Option<Duration>) -> Self {
+        self.config.idle_flush = after;
+        self
+    }
+
+    /// Whether `Cache-Control: no-transform` on a response prevents compression. Default `true`.
+    pub fn no_transform(mut self, respect: bool) -> Self {
+        self.config.respect_no_transform = respect;
+        self
+    }
+
+    /// Flush after every frame of every compressed stream, not only SSE and NDJSON. Default `false`.
+    pub fn flush_every_frame(mut self, flush: bool) -> Self {
+        self.config.flush_every_frame = flush;
+        self
+    }
+
+    /// Adds a media type pattern to the allowlist: `type/subtype`, `type/*` or `type/*+suffix`.
+    pub fn allow_content_type(mut self, pattern: impl Into<String>) -> Self {
+        self.allow.push(pattern.into());
+        self
+    }
+
+    /// Adds a media type pattern to the denylist. A deny pattern wins over an allow pattern that is no more
+    /// specific (exact beats `type/*+suffix` beats `type/*`).
+    pub fn deny_content_type(mut self, pattern: impl Into<String>) -> Self {
+        self.deny.push(pattern.into());
+        self
+    }
+
+    /// Adds a media type pattern whose streams are flushed after every frame (besides SSE and NDJSON).
+    pub fn flush_content_type(mut self, pattern: impl Into<String>) -> Self {
+        self.flush.push(pattern.into());
+        self
+    }
+
+    /// Starts the allow, deny and flush lists empty instead of from the defaults (gRPC is still never compressed).
+    pub fn clear_content_types(mut self) -> Self {
+        self.clear_defaults = true;
+        self
+    }
+
+    /// A last say, given the request head and the response head; return `false` to send the response as it is.
+    /// With a predicate set, each request's method, URI and headers are copied for it.
+    pub fn predicate<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&RequestHead, &Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<GzipLayer, ConfigError> {
+        let mut config = self.config;
+        if !(1..=MAX_ONESHOT_LEVEL).contains(&config.level) {
+            return Err(ConfigError::new(
+                "level",
+                format!("must be 1 to 12 (got {})", config.level),
+            ));
+        }
+        if !(1..=9).contains(&config.stream_level) {
+            return Err(ConfigError::new(
+                "stream_level",
+                format!("must be 1 to 9 (got {})", config.stream_level),
+            ));
+        }
+        if config.max_buffered > 64 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "max_buffered",
+                format!("must be at most 64 MiB (got {} bytes)", config.max_buffered),
+            ));
+        }
+        if config.min_size > config.max_buffered {
+            return Err(ConfigError::new(
+                "min_size",
+                format!(
+                    "must not exceed max_buffered ({} bytes; got {})",
+                    config.max_buffered, config.min_size
+                ),
+            ));
+        }
+        if config.idle_flush == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "idle_flush",
+                "must be greater than zero, or None to turn it off (got 0)",
+            ));
+        }
+        if self.clear_defaults {
+            config.content_types.allow.clear();
+            config.content_types.deny.clear();
+            config.content_types.flush.clear();
+        }
+        for p in &self.allow {
+            config
+                .content_types
+                .allow
+                .push(MimePattern::parse("allow_content_type", p)?);
+        }
+        for p in &self.deny {
+            config
+                .content_types
+                .deny
+                .push(MimePattern::parse("deny_content_type", p)?);
+        }
+        for p in &self.flush {
+            let pattern = MimePattern::parse("flush_content_type", p)?;
+            // A stream flushed per frame must be compressible at all.
+            if !config.content_types.allow.contains(&pattern) {
+                config.content_types.allow.push(pattern.clone());
+            }
+            config.content_types.flush.push(pattern);
+        }
+        Ok(GzipLayer {
+            config: Arc::new(config),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let field = |b: GzipLayerBuilder| b.build().unwrap_err().field();
+        assert_eq!(field(GzipLayer::builder().level(0)), "level");
+        assert_eq!(field(GzipLayer::builder().level(13)), "level");
+        assert_eq!(field(GzipLayer::builder().stream_level(0)), "stream_level");
+        assert_eq!(field(GzipLayer::builder().stream_level(10)), "stream_level");
+        assert_eq!(
+            field(GzipLayer::builder().max_buffered(65 * 1024 * 1024)),
+            "max_buffered"
+        );
+        assert_eq!(
+            field(GzipLayer::builder().min_size(5000).max_buffered(4000)),
+            "min_size"
+        );
+        assert_eq!(
+            field(GzipLayer::builder().idle_flush(Some(Duration::ZERO))),
+            "idle_flush"
+        );
+        assert_eq!(
+            field(GzipLayer::builder().allow_content_type("json")),
+            "allow_content_type"
+        );
+        assert_eq!(
+            field(GzipLayer::builder().deny_content_type("*/*")),
+            "deny_content_type"
+        );
+        assert_eq!(
+            field(GzipLayer::builder().flush_content_type("text/")),
+            "flush_content_type"
+        );
+        let message = GzipLayer::builder()
+            .level(13)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("level") && message.contains("13"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn good_values_build() {
+        let layer = GzipLayer::builder()
+            .level(12)
+            .stream_level(1)
+            .min_size(0)
+            .max_buffered(0)
+            .offload_threshold(u64::MAX)
+            .idle_flush(None)
+            .no_transform(false)
+            .flush_every_frame(true)
+            .clear_content_types()
+            .allow_content_type("application/x-protobuf")
+            .flush_content_type("application/x-log")
+            .predicate(|_, _| true)
+            .build()
+            .unwrap();
+        let debug = format!("{layer:?}");
+        assert!(debug.contains("level: 12"), "{debug}");
+        assert_eq!(layer.config.content_types.allow.len(), 2);
+    }
+}

@@ -1,0 +1,192 @@
+//! `Accept-Encoding` negotiation (RFC 9110 §12.5.3).
+
+use http::{HeaderMap, header::ACCEPT_ENCODING};
+
+/// Whether the request's `Accept-Encoding` lets the server answer with gzip.
+///
+/// - Members are `coding *( OWS ";" OWS param )`, separated by commas, over every `Accept-Encoding` line; codings and
+///   parameter names are case-insensitive; `x-gzip` is an alias of `gzip`.
+/// - `q` is a qvalue (`0`, `0.5`, `1.000`); a member with a malformed qvalue is ignored, as is an unreadable line.
+/// - `gzip` (or `x-gzip`) with `q > 0` accepts; an explicit `gzip;q=0` refuses even when `*` would accept; without a
+///   `gzip` member, `*` decides.
+/// - When `identity` is listed with a higher qvalue than gzip, identity is preferred and gzip is not used.
+/// - No header, or an empty one, means identity only: nothing is compressed.
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip: Option<u16> = None;
+    let mut star: Option<u16> = None;
+    let mut identity: Option<u16> = None;
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(text) = value.to_str() else { continue };
+        for member in text.split(',') {
+            let mut parts = member.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            if coding.is_empty() {
+                continue;
+            }
+            let mut q = Some(1000);
+            for param in parts {
+                let Some((name, value)) = param.split_once('=') else {
+                    q = None;
+                    break;
+                };
+                if name.trim().eq_ignore_ascii_case("q") {
+                    q = parse_qvalue(value.trim());
+                }
+            }
+            let Some(q) = q else { continue };
+            let slot =
+                if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                    &mut gzip
+                } else if coding == "*" {
+                    &mut star
+                } else if coding.eq_ignore_ascii_case("identity") {
+                    &mut identity
+                } else {
+                    continue;
+                };
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
+        }
+    }
+    let gzip_q = gzip.or(star).unwrap_or(0);
+    gzip_q > 0 && identity.is_none_or(|identity_q| gzip_q >= identity_q)
+}
+
+/// A qvalue in thousandths: `( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`.
+fn parse_qvalue(text: &str) -> Option<u16> {
+    let (whole, frac) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut thousandths: u16 = 0;
+    for (i, b) in frac.bytes().enumerate() {
+        thousandths += u16::from(b - b'0') * [100, 10, 1][i];
+    }
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn accepts(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn plain_lists() {
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["gzip, deflate, br"]));
+        assert!(accepts(&["br", "gzip"]));
+        assert!(accepts(&["GZIP"]));
+        assert!(accepts(&["  deflate ,  Gzip  "]));
+        assert!(accepts(&["x-gzip"]));
+        assert!(!accepts(&["deflate, br"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&[""]));
+        assert!(!accepts(&["identity"]));
+    }
+
+    #[test]
+    fn qvalues() {
+        assert!(accepts(&["gzip;q=0.5"]));
+        assert!(accepts(&["gzip ; Q=1.000"]));
+        assert!(accepts(&["gzip;q=0.001"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["gzip;q=0.000"]));
+        assert!(!accepts(&["gzip;q=0, *"]), "explicit refusal beats *");
+        assert!(accepts(&["*"]));
+        assert!(accepts(&["br, *;q=0.1"]));
+        assert!(!accepts(&["*;q=0"]));
+        assert!(!accepts(&["gzip;q=0.5, identity"]), "identity preferred");
+        assert!(accepts(&["gzip, identity;q=0.5"]));
+        assert!(accepts(&["gzip, identity;q=0"]));
+        assert!(accepts(&["gzip;q=1, identity;q=1"]));
+    }
+
+    #[test]
+    fn malformed_members_are_ignored() {
+        assert!(!accepts(&["gzip;q=2"]));
+        assert!(!accepts(&["gzip;q=1.5"]));
+        assert!(!accepts(&["gzip;q=0.1234"]));
+        assert!(!accepts(&["gzip;q="]));
+        assert!(!accepts(&["gzip;q=abc"]));
+        assert!(!accepts(&["gzip;q"]));
+        assert!(!accepts(&["gzip;q=-1"]));
+        assert!(
+            accepts(&["gzip;q=abc, x-gzip"]),
+            "the good member still counts"
+        );
+        assert!(accepts(&[",,, gzip ,,"]));
+        assert!(accepts(&["gzip;level=9"]), "unknown parameters are fine");
+    }
+
+    #[test]
+    fn unreadable_lines_are_skipped() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            ACCEPT_ENCODING,
+            HeaderValue::from_bytes(b"gz\xffip").unwrap(),
+        );
+        assert!(!accepts_gzip(&headers));
+        headers.append(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(accepts_gzip(&headers));
+    }
+
+    #[test]
+    fn qvalue_grammar() {
+        assert_eq!(parse_qvalue("0"), Some(0));
+        assert_eq!(parse_qvalue("0."), Some(0));
+        assert_eq!(parse_qvalue("0.25"), Some(250));
+        assert_eq!(parse_qvalue("0.025"), Some(25));
+        assert_eq!(parse_qvalue("1."), Some(1000));
+        assert_eq!(parse_qvalue("1.0"), Some(1000));
+        assert_eq!(parse_qvalue("1.001"), None);
+        assert_eq!(parse_qvalue(".5"), None);
+        assert_eq!(parse_qvalue("00.5"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_never_panics(text in "\\PC{0,64}") {
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let mut headers = HeaderMap::new();
+                headers.insert(ACCEPT_ENCODING, value);
+                let _ = accepts_gzip(&headers);
+            }
+        }
+
+        #[test]
+        fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let mut headers = HeaderMap::new();
+                headers.insert(ACCEPT_ENCODING, value);
+                let _ = accepts_gzip(&headers);
+            }
+        }
+
+        #[test]
+        fn spacing_and_case_do_not_matter(
+            upper in any::<bool>(), before in "[ \t]{0,3}", after in "[ \t]{0,3}", q in 0u16..=1000,
+        ) {
+            let coding = if upper { "GZip" } else { "gzip" };
+            let text = format!("br,{before}{coding}{after};{before}q={}.{:03}", q / 1000, q % 1000);
+            let text = if q == 1000 { format!("br,{before}{coding}{after};{before}q=1.000") } else { text };
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(&text).unwrap());
+            prop_assert_eq!(accepts_gzip(&headers), q > 0);
+        }
+    }
+}

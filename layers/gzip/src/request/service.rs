@@ -1,0 +1,164 @@
+//! [`GzipRequest`]: the request decoding service.
+
+use super::{body::DecodedBody, decode::Decoder, future::RequestFuture, layer::RequestConfig};
+use crate::metrics;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header::CONTENT_ENCODING};
+use http_body::Body;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower_kit_core::PolicyBody;
+use tower_service::Service;
+
+/// Decodes gzip request bodies for `S`; made by [`GzipRequestLayer`](crate::GzipRequestLayer).
+#[derive(Clone, Debug)]
+pub struct GzipRequest<S> {
+    inner: S,
+    config: Arc<RequestConfig>,
+}
+
+impl<S> GzipRequest<S> {
+    pub(crate) fn new(inner: S, config: Arc<RequestConfig>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What a request's `Content-Encoding` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    /// No coding (or only `identity`): `strip` when the header is there.
+    Identity {
+        strip: bool,
+    },
+    Gzip,
+    Unsupported,
+}
+
+pub(crate) fn coding(headers: &HeaderMap) -> Coding {
+    let mut codings = Vec::new();
+    let mut present = false;
+    for value in headers.get_all(CONTENT_ENCODING) {
+        present = true;
+        let Ok(text) = value.to_str() else {
+            return Coding::Unsupported;
+        };
+        codings.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")),
+        );
+    }
+    match codings.as_slice() {
+        [] => Coding::Identity { strip: present },
+        [one] if one.eq_ignore_ascii_case("gzip") || one.eq_ignore_ascii_case("x-gzip") => {
+            Coding::Gzip
+        }
+        _ => Coding::Unsupported,
+    }
+}
+
+/// A plain-text refusal.
+pub(crate) fn refusal<B>(status: StatusCode, message: &'static str) -> Response<PolicyBody<B>> {
+    let mut response = Response::new(PolicyBody::full(message));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // RFC 7694: say which codings are accepted.
+        response.headers_mut().insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    response
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GzipRequest<S>
+where
+    S: Service<Request<DecodedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: Body,
+{
+    type Response = Response<PolicyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = RequestFuture<S, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match coding(request.headers()) {
+            Coding::Identity { strip } => {
+                let (mut parts, body) = request.into_parts();
+                if strip {
+                    parts.headers.remove(CONTENT_ENCODING);
+                }
+                let request = Request::from_parts(parts, DecodedBody::Passthrough { body });
+                RequestFuture::inner(self.inner.call(request))
+            }
+            Coding::Unsupported => {
+                metrics::request("unsupported");
+                RequestFuture::immediate(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "request Content-Encoding must be gzip or identity\n",
+                )
+            }
+            Coding::Gzip => {
+                // The ready clone goes with the request; the fresh clone waits for the next `poll_ready`.
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                let (parts, body) = request.into_parts();
+                RequestFuture::decoding(service, parts, body, Decoder::new(self.config.max_decoded))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coding_of(values: &[&[u8]]) -> Coding {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(CONTENT_ENCODING, HeaderValue::from_bytes(v).unwrap());
+        }
+        coding(&h)
+    }
+
+    #[test]
+    fn content_encoding_values() {
+        assert_eq!(coding_of(&[]), Coding::Identity { strip: false });
+        assert_eq!(coding_of(&[b"identity"]), Coding::Identity { strip: true });
+        assert_eq!(coding_of(&[b""]), Coding::Identity { strip: true });
+        assert_eq!(coding_of(&[b"gzip"]), Coding::Gzip);
+        assert_eq!(coding_of(&[b" GZIP "]), Coding::Gzip);
+        assert_eq!(coding_of(&[b"x-gzip"]), Coding::Gzip);
+        assert_eq!(coding_of(&[b"identity, gzip"]), Coding::Gzip);
+        assert_eq!(coding_of(&[b"gzip, gzip"]), Coding::Unsupported);
+        assert_eq!(coding_of(&[b"gzip", b"gzip"]), Coding::Unsupported);
+        assert_eq!(coding_of(&[b"br"]), Coding::Unsupported);
+        assert_eq!(coding_of(&[b"deflate"]), Coding::Unsupported);
+        assert_eq!(coding_of(&[b"gzip, br"]), Coding::Unsupported);
+        assert_eq!(coding_of(&[b"gz\xffip"]), Coding::Unsupported);
+    }
+}

@@ -1,0 +1,75 @@
+//! [`Gzip`]: the response compression service.
+
+use crate::{
+    body::GzipBody,
+    future::{CallContext, ResponseFuture},
+    layer::{Config, RequestHead},
+    negotiate::accepts_gzip,
+};
+use http::{Method, Request, Response};
+use http_body::Body;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower_kit_core::ServerTiming;
+use tower_service::Service;
+
+/// Compresses the responses of `S`; made by [`GzipLayer`](crate::GzipLayer).
+#[derive(Clone, Debug)]
+pub struct Gzip<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Gzip<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Gzip<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Error: Into<crate::BoxError>,
+{
+    type Response = Response<GzipBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let context = CallContext {
+            accepts: accepts_gzip(request.headers()),
+            head: request.method() == Method::HEAD,
+            request: self.config.predicate.as_ref().map(|_| RequestHead {
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                headers: request.headers().clone(),
+            }),
+            timing: ServerTiming::from_request(&request).cloned(),
+            config: Arc::clone(&self.config),
+        };
+        ResponseFuture::new(self.inner.call(request), context)
+    }
+}

@@ -1,0 +1,247 @@
+//! GzipRequestLayer: decoding, caps, bad bodies, unsupported codings.
+
+mod common;
+
+use bytes::Bytes;
+use common::{TestBody, gzip, text};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use std::convert::Infallible;
+use tower::{Layer, ServiceExt, service_fn};
+use tower_kit_gzip::{DecodedBody, GzipRequestLayer};
+
+/// An inner service that answers with what it received: `<content-encoding>|<content-length>|<body>`.
+async fn echo(
+    request: Request<DecodedBody<TestBody>>,
+) -> Result<Response<http_body_util::Full<Bytes>>, Infallible> {
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let mut out = format!("{encoding}|{length}|").into_bytes();
+    out.extend_from_slice(&body);
+    Ok(Response::new(http_body_util::Full::new(Bytes::from(out))))
+}
+
+async fn send(
+    layer: GzipRequestLayer,
+    encoding: Option<&str>,
+    body: TestBody,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut request = Request::post("/upload").body(body).unwrap();
+    if let Some(e) = encoding {
+        request
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_str(e).unwrap());
+    }
+    let response = layer
+        .layer(service_fn(echo))
+        .oneshot(request)
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_decoded_with_exact_length() {
+    let data = text(50_000);
+    let compressed = gzip(&data);
+    // Split into uneven frames, as a network would.
+    let frames: Vec<Vec<u8>> = compressed.chunks(777).map(<[u8]>::to_vec).collect();
+    for encoding in ["gzip", "x-gzip", "GZIP", "identity, gzip"] {
+        let (status, _, body) = send(
+            GzipRequestLayer::new(),
+            Some(encoding),
+            TestBody::chunks(frames.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{encoding}");
+        let mut want = b"|50000|".to_vec();
+        want.extend_from_slice(&data);
+        assert_eq!(body, want, "{encoding}");
+    }
+}
+
+#[tokio::test]
+async fn every_member_of_a_multi_member_stream_is_decoded() {
+    let mut body = gzip(b"first member, ");
+    body.extend(gzip(b"second member, "));
+    body.extend(gzip(b""));
+    body.extend(gzip(b"third"));
+    let (status, _, out) = send(
+        GzipRequestLayer::new(),
+        Some("gzip"),
+        TestBody::chunks([body]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(out, "|34|first member, second member, third");
+}
+
+#[tokio::test]
+async fn unencoded_and_identity_bodies_pass_through() {
+    let (status, _, out) = send(
+        GzipRequestLayer::new(),
+        None,
+        TestBody::chunks([b"plain".to_vec()]),
+    )
+    .await;
+    assert_eq!((status, &out[..]), (StatusCode::OK, &b"||plain"[..]));
+    let (status, _, out) = send(
+        GzipRequestLayer::new(),
+        Some("identity"),
+        TestBody::chunks([b"plain".to_vec()]),
+    )
+    .await;
+    assert_eq!(
+        (status, &out[..]),
+        (StatusCode::OK, &b"||plain"[..]),
+        "identity header removed"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_truncated_and_empty_bodies_are_400() {
+    let good = gzip(&text(10_000));
+    let mut flipped = good.clone();
+    let n = flipped.len();
+    flipped[n - 6] ^= 0xff; // the CRC
+    for (name, body) in [
+        ("not gzip", b"hello, this is not gzip".to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("no trailer", good[..good.len() - 8].to_vec()),
+        ("bad crc", flipped),
+        ("empty", Vec::new()),
+        (
+            "trailing garbage",
+            [good.clone(), b"garbage".to_vec()].concat(),
+        ),
+    ] {
+        let (status, headers, out) = send(
+            GzipRequestLayer::new(),
+            Some("gzip"),
+            TestBody::chunks([body]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert!(!out.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn unreadable_body_is_400() {
+    let body = TestBody::chunks([gzip(b"x")[..5].to_vec()]).then_error("connection reset");
+    let (status, _, _) = send(GzipRequestLayer::new(), Some("gzip"), body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn stacked_and_unsupported_codings_are_415() {
+    let once = gzip(b"hello");
+    let twice = gzip(&once);
+    for (encoding, body) in [
+        ("gzip, gzip", twice.clone()),
+        ("gzip,gzip", twice),
+        ("br", once.clone()),
+        ("deflate", once.clone()),
+        ("gzip, br", once.clone()),
+        ("compress", once),
+    ] {
+        let (status, headers, _) = send(
+            GzipRequestLayer::new(),
+            Some(encoding),
+            TestBody::chunks([body]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{encoding}");
+        assert_eq!(
+            headers
+                .get_all(header::ACCEPT_ENCODING)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["gzip"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cap_is_exact() {
+    let data = vec![b'z'; 4096];
+    let layer = GzipRequestLayer::builder()
+        .max_decoded(4096)
+        .build()
+        .unwrap();
+    let (status, _, _) = send(layer, Some("gzip"), TestBody::chunks([gzip(&data)])).await;
+    assert_eq!(status, 200);
+    let layer = GzipRequestLayer::builder()
+        .max_decoded(4095)
+        .build()
+        .unwrap();
+    let (status, _, _) = send(layer, Some("gzip"), TestBody::chunks([gzip(&data)])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[test]
+fn metrics_count_outcomes() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            send(
+                GzipRequestLayer::new(),
+                Some("gzip"),
+                TestBody::chunks([gzip(b"ok")]),
+            )
+            .await;
+            send(
+                GzipRequestLayer::new(),
+                Some("gzip"),
+                TestBody::chunks([b"bad".to_vec()]),
+            )
+            .await;
+            send(
+                GzipRequestLayer::new(),
+                Some("br"),
+                TestBody::chunks([b"x".to_vec()]),
+            )
+            .await;
+            let small = GzipRequestLayer::builder().max_decoded(10).build().unwrap();
+            send(small, Some("gzip"), TestBody::chunks([gzip(&[0; 100])])).await;
+        })
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    for outcome in ["decoded", "corrupt", "unsupported", "too_large"] {
+        let count: u64 = snapshot
+            .iter()
+            .filter(|(k, ..)| {
+                k.key().name() == "tower_kit.gzip.request.decoded"
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "outcome" && l.value() == outcome)
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(count, 1, "{outcome}");
+    }
+}

@@ -1,0 +1,428 @@
+//! [`RateLimit`]: decides in `call`, answers refusals itself, forwards the rest.
+
+use crate::{
+    BodyMode, Key, ResponseFuture, WrapBody,
+    headers::{self, PolicyState, ceil_secs},
+    key::Head,
+    layer::{Config, QuotaSource, Refusal, StoreFailure},
+    metrics,
+    store::{Check, CheckRequest, Decision, MAX_POLICIES, RateLimitStore},
+};
+use bytes::Bytes;
+use http::{
+    HeaderName, HeaderValue, Request, Response, StatusCode,
+    header::{CONTENT_TYPE, RETRY_AFTER},
+};
+use http_body::Body;
+use std::{
+    fmt,
+    future::Future,
+    marker::PhantomData,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll, Waker},
+};
+use tower_kit_core::{ServerTiming, grpc};
+use tower_service::Service;
+
+/// The rate-limiting service made by [`RateLimitLayer`](crate::RateLimitLayer).
+///
+/// `M` is the [`BodyMode`]: [`WrapBody`] (responses carry a `PolicyBody`) or [`KeepBody`](crate::KeepBody).
+pub struct RateLimit<S, St, M = WrapBody> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config<St>>,
+    pub(crate) _mode: PhantomData<fn() -> M>,
+}
+
+impl<S: Clone, St, M> Clone for RateLimit<S, St, M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, St, M> fmt::Debug for RateLimit<S, St, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, M> RateLimit<S, St, M> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Gives the inner service back.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The checks one request needs, on the stack.
+pub(crate) struct Plan {
+    checks: [Check; MAX_POLICIES],
+    policy_index: [u8; MAX_POLICIES],
+    len: usize,
+    cost: u32,
+}
+
+const PLACEHOLDER: Check = Check {
+    policy: crate::store::PolicyId(0),
+    key: Key::UNKNOWN,
+    quota: match std::num::NonZeroU32::new(1) {
+        Some(one) => crate::Quota::per_second(one),
+        None => unreachable!(),
+    },
+};
+
+impl Plan {
+    fn request(&self) -> CheckRequest<'_> {
+        CheckRequest {
+            checks: &self.checks[..self.len],
+            cost: self.cost,
+        }
+    }
+}
+
+/// Where a request stands after `start`.
+pub(crate) enum Start<B, F> {
+    Refuse(Response<B>),
+    Admit(Vec<(HeaderName, HeaderValue)>),
+    /// The store answers later: its future and the plan.
+    Pending(F, Box<Plan>),
+}
+
+/// What became of a decided request.
+pub(crate) enum Resolution<B> {
+    Refuse(Response<B>),
+    /// Admitted, with these headers to add to the response.
+    Admit(Vec<(HeaderName, HeaderValue)>),
+}
+
+impl<St: RateLimitStore> Config<St> {
+    /// The checks of one request. Closures over `Parts` only run when the request was split (`needs_parts` makes
+    /// sure it is whenever one is configured).
+    #[inline]
+    fn plan(&self, head: &Head<'_>) -> Plan {
+        let mut plan = Plan {
+            checks: [PLACEHOLDER; MAX_POLICIES],
+            policy_index: [0; MAX_POLICIES],
+            len: 0,
+            cost: match (&self.cost, head.parts) {
+                (Some(f), Some(parts)) => f(parts),
+                _ => 1,
+            },
+        };
+        for (i, p) in self.policies.iter().enumerate() {
+            let quota = match &p.quota {
+                QuotaSource::Fixed(q) => *q,
+                QuotaSource::PerRequest(f) => match head.parts.and_then(|parts| f(parts)) {
+                    Some(q) => q,
+                    None => continue,
+                },
+            };
+            let key = p.key.as_ref().unwrap_or(&self.key).extract_head(head).unwrap_or_else(|| {
+                if !self.warned_unknown.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        policy = %p.name,
+                        "rate limit: no key found for a request (no peer address recorded? serve axum with \
+                         into_make_service_with_connect_info::<SocketAddr>()); such requests share one `unknown` \
+                         bucket. Logged once."
+                    );
+                }
+                Key::UNKNOWN
+            });
+            plan.checks[plan.len] = Check {
+                policy: p.id,
+                key,
+                quota,
+            };
+            plan.policy_index[plan.len] = i as u8; // at most MAX_POLICIES policies
+            plan.len += 1;
+        }
+        plan
+    }
+
+    /// The applied policies with their outcomes, on the stack.
+    fn states<'a>(
+        &'a self,
+        plan: &Plan,
+        decision: &Decision,
+    ) -> ([PolicyState<'a>; MAX_POLICIES], usize) {
+        let mut states = [PolicyState {
+            name: "",
+            quota: PLACEHOLDER.quota,
+            outcome: Default::default(),
+        }; MAX_POLICIES];
+        let mut len = 0;
+        for (i, outcome) in decision.outcomes().iter().enumerate().take(plan.len) {
+            states[i] = PolicyState {
+                name: &self.policies[usize::from(plan.policy_index[i])].name,
+                quota: plan.checks[i].quota,
+                outcome: *outcome,
+            };
+            len = i + 1;
+        }
+        (states, len)
+    }
+
+    /// `RateLimit-Policy` is the same for every request when every policy has a fixed quota: reuse it.
+    fn headers(&self, states: &[PolicyState<'_>]) -> Vec<(HeaderName, HeaderValue)> {
+        let fixed = self
+            .fixed_policy_header
+            .as_ref()
+            .filter(|_| states.len() == self.policies.len());
+        headers::headers(states, self.legacy_headers, fixed)
+    }
+
+    pub(crate) fn resolve<B: From<Bytes>>(
+        &self,
+        head: &Head<'_>,
+        plan: &Plan,
+        result: Result<Decision, St::Error>,
+    ) -> Resolution<B> {
+        let decision = match result {
+            Ok(d) => d,
+            Err(error) => match self.store_failed(head, plan, &error) {
+                Ok(local) => local,
+                Err(resolution) => return resolution,
+            },
+        };
+        if decision.admitted() {
+            for i in &plan.policy_index[..plan.len] {
+                metrics::increment(&self.policies[usize::from(*i)].metrics.admitted);
+            }
+            let headers = if self.headers_on_admitted {
+                let (states, len) = self.states(plan, &decision);
+                self.headers(&states[..len])
+            } else {
+                Vec::new()
+            };
+            return Resolution::Admit(headers);
+        }
+        let (states, len) = self.states(plan, &decision);
+        let states = &states[..len];
+        let refusing = states.iter().filter(|s| !s.outcome.admitted);
+        if self.dry_run {
+            for (s, i) in states.iter().zip(&plan.policy_index) {
+                if !s.outcome.admitted {
+                    metrics::increment(&self.policies[usize::from(*i)].metrics.dry_run_refused);
+                }
+            }
+            let names: Vec<&str> = refusing.map(|s| s.name).collect();
+            tracing::info!(policies = ?names, key = %plan.checks[0].key, "rate limit (dry run): would refuse");
+            let headers = if self.headers_on_admitted {
+                self.headers(states)
+            } else {
+                Vec::new()
+            };
+            return Resolution::Admit(headers);
+        }
+        for (s, i) in states.iter().zip(&plan.policy_index) {
+            if !s.outcome.admitted {
+                metrics::increment(&self.policies[usize::from(*i)].metrics.refused);
+            }
+        }
+        if let Some(timing) = head.extensions.get::<ServerTiming>() {
+            let names: Vec<&str> = refusing.map(|s| s.name).collect();
+            timing.describe("ratelimit", format!("refused {}", names.join(" ")));
+        }
+        let retry_after = decision.retry_after();
+        let refusal = Refusal {
+            retry_after,
+            policies: states,
+        };
+        let mut response = match (&self.on_refusal, head.parts) {
+            (Some(hook), Some(parts)) => hook(parts, &refusal).map(B::from),
+            _ if grpc::is_grpc(head.headers) => {
+                grpc::refusal(grpc::RESOURCE_EXHAUSTED, "rate limit exceeded")
+            }
+            _ => {
+                let mut r = Response::new(B::from(Bytes::from_static(b"rate limit exceeded\n")));
+                *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+        };
+        let h = response.headers_mut();
+        if let Some(retry) = retry_after
+            && !h.contains_key(RETRY_AFTER)
+        {
+            h.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
+        }
+        for (name, value) in self.headers(states) {
+            if !h.contains_key(&name) {
+                h.insert(name, value);
+            }
+        }
+        Resolution::Refuse(response)
+    }
+
+    /// Exemptions, plan, store, decision: everything up to calling the inner service.
+    #[inline]
+    fn start<B: From<Bytes>>(&self, head: &Head<'_>) -> Start<B, St::Future> {
+        if let (Some(exempt), Some(parts)) = (&self.exempt, head.parts)
+            && exempt(parts)
+        {
+            metrics::with_counter(metrics::EXEMPT);
+            return Start::Admit(Vec::new());
+        }
+        let plan = self.plan(head);
+        if plan.len == 0 {
+            return Start::Admit(Vec::new());
+        }
+        let mut check = self.store.check(&plan.request());
+        // A synchronous store answers on the first poll: no allocation, no task wake-up. `RateLimitStore::Future`
+        // is `Unpin`, so it may be moved after this poll if it is still pending.
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut check).poll(&mut cx) {
+            Poll::Ready(result) => match self.resolve(head, &plan, result) {
+                Resolution::Refuse(response) => Start::Refuse(response),
+                Resolution::Admit(headers) => Start::Admit(headers),
+            },
+            Poll::Pending => Start::Pending(check, Box::new(plan)),
+        }
+    }
+
+    /// Counts and logs (at most once a second) a store failure, then applies the failure policy: a decision of
+    /// the in-process fallback (`Ok`), or the final answer (`Err`).
+    fn store_failed<B: From<Bytes>>(
+        &self,
+        head: &Head<'_>,
+        plan: &Plan,
+        error: &St::Error,
+    ) -> Result<Decision, Resolution<B>> {
+        metrics::with_counter(metrics::STORE_ERRORS);
+        if let Some(suppressed) = self.failure_log.allow() {
+            tracing::warn!(
+                error = error as &dyn std::error::Error,
+                policy = ?self.store_failure,
+                suppressed,
+                "rate limit store failed (logged at most once a second; `suppressed` failures since the last line)"
+            );
+        }
+        match self.store_failure {
+            StoreFailure::FailOpen => Err(Resolution::Admit(Vec::new())),
+            StoreFailure::FailOpenCapped { percent } => {
+                let Some(fallback) = &self.fallback else {
+                    return Err(Resolution::Admit(Vec::new()));
+                };
+                let mut checks = plan.checks;
+                for c in &mut checks[..plan.len] {
+                    c.quota = c.quota.scaled(percent);
+                }
+                Ok(fallback.decide(&CheckRequest {
+                    checks: &checks[..plan.len],
+                    cost: plan.cost,
+                }))
+            }
+            StoreFailure::FailClosed { retry_after } => {
+                let mut r = if grpc::is_grpc(head.headers) {
+                    grpc::refusal(grpc::UNAVAILABLE, "rate limiter unavailable")
+                } else {
+                    let mut r =
+                        Response::new(B::from(Bytes::from_static(b"rate limiter unavailable\n")));
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    r
+                };
+                r.headers_mut().insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(ceil_secs(retry_after).max(1)),
+                );
+                Err(Resolution::Refuse(r))
+            }
+        }
+    }
+}
+
+impl<S, St, M, ReqB, ResB> Service<Request<ReqB>> for RateLimit<S, St, M>
+where
+    M: BodyMode<ResB>,
+    M::Body: Send + 'static,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: RateLimitStore,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<M::Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error, M>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let config = &*self.config;
+        if !config.needs_parts {
+            // No user closure needs `Parts`: read the request in place, never take it apart.
+            let start = config.start(&Head::of_request(&request));
+            return match start {
+                Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
+                Start::Refuse(response) => ResponseFuture::immediate(response),
+                Start::Pending(check, plan) => self.pending(check, plan, request),
+            };
+        }
+        let (parts, body) = request.into_parts();
+        let start = config.start(&Head::of_parts(&parts));
+        let request = Request::from_parts(parts, body);
+        match start {
+            Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
+            Start::Refuse(response) => ResponseFuture::immediate(response),
+            Start::Pending(check, plan) => self.pending(check, plan, request),
+        }
+    }
+}
+
+impl<S, St, M> RateLimit<S, St, M> {
+    /// The slow path of a store that answers later: a boxed future that awaits the decision, then calls the inner
+    /// service (the one that was polled ready; a fresh clone stays in its place).
+    fn pending<ReqB, ResB>(
+        &mut self,
+        check: St::Future,
+        plan: Box<Plan>,
+        request: Request<ReqB>,
+    ) -> ResponseFuture<S::Future, ResB, S::Error, M>
+    where
+        M: BodyMode<ResB>,
+        M::Body: Send + 'static,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        St: RateLimitStore,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+    {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        ResponseFuture::boxed(Box::pin(async move {
+            let result = check.await;
+            let (parts, body) = request.into_parts();
+            let resolution = config.resolve(&Head::of_parts(&parts), &plan, result);
+            match resolution {
+                Resolution::Refuse(response) => Ok(response),
+                Resolution::Admit(headers) => {
+                    let response = inner.call(Request::from_parts(parts, body)).await?;
+                    Ok(crate::future::finish::<ResB, M>(response, headers))
+                }
+            }
+        }))
+    }
+}

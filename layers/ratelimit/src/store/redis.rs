@@ -1,0 +1,649 @@
+//! The Redis store: one quota shared by every server, decided in one round trip by a Lua script.
+
+use super::{
+    CheckRequest, Decision, MAX_POLICIES, PolicyId, PolicyOutcome, RateLimitStore,
+    breaker::{Admission, Breaker, Transition},
+    gcra,
+};
+use crate::{Key, Quota};
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, ServerErrorKind, aio::MultiplexedConnection,
+};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tower_kit_core::ConfigError;
+
+/// The Lua script the store runs (`EVALSHA`), with its argument layout in its header comment. It mirrors
+/// [`gcra`](super::gcra) exactly, on (seconds, nanoseconds) pairs because Lua numbers are doubles.
+pub const GCRA_SCRIPT: &str = include_str!("gcra.lua");
+
+const DEFAULT_PREFIX: &str = "tower-kit:rl:";
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+const NANOS: u64 = 1_000_000_000;
+
+/// Counter: failed Redis round trips of the Redis store, by `kind` (`timeout`, `connection`, `server`, `reply`,
+/// `circuit_open`: refused at once by the open circuit breaker).
+pub const REDIS_ERRORS: &str = "tower_kit.ratelimit.redis.errors";
+/// Gauge: 1 while the Redis store's circuit breaker is open, 0 when closed.
+pub const REDIS_CIRCUIT_OPEN: &str = "tower_kit.ratelimit.redis.circuit_open";
+/// Counter: times the script was loaded again after Redis answered `NOSCRIPT` (restart, `SCRIPT FLUSH`, failover).
+pub const REDIS_SCRIPT_RELOADS: &str = "tower_kit.ratelimit.redis.script_reloads";
+
+/// A [`RateLimitStore`] in Redis, so every server behind a load balancer enforces one shared quota.
+///
+/// - **One round trip, atomic**: each request runs one Lua script ([`GCRA_SCRIPT`], loaded once per connection,
+///   run with `EVALSHA`, loaded again on `NOSCRIPT`) that decides every policy of the request all-or-nothing, with
+///   the arithmetic of [`gcra`](super::gcra) and the time of the Redis server (`TIME`), so the servers' clocks do
+///   not matter.
+/// - **Bounded memory**: each `(policy, key)` state is a short string written with a TTL of `tat − now`; a state
+///   back to a full quota expires by itself.
+/// - **Redis Cluster**: a state lives at `<prefix>{<key>}:<policy id>`; the `{…}` hash tag puts every policy of one
+///   client in one slot, so a request whose policies share the key runs in one script on a cluster too. (Policies
+///   with *different* keys in one layer need a single Redis or Sentinel: a cluster refuses the script with
+///   `CROSSSLOT`.)
+/// - **One multiplexed connection**, shared by every request (concurrent checks are pipelined on it), with a
+///   connect timeout and a per-decision timeout ([`timeout`](RedisStoreBuilder::timeout), default 100 ms: no
+///   request waits longer for the limiter).
+/// - **Failures** are errors ([`RedisStoreError`]) that the layer's [`StoreFailure`](crate::StoreFailure) policy
+///   decides (fail open, fail open capped by an in-process share, fail closed). A circuit breaker opens after
+///   [`failure_threshold`](RedisStoreBuilder::failure_threshold) consecutive failures: requests then fail at once
+///   instead of waiting, and one probe per [`retry_interval`](RedisStoreBuilder::retry_interval) reconnects when
+///   Redis is back, with no restart.
+///
+/// Clones share the connection and the breaker. The store needs a tokio runtime.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.inner.client.get_connection_info();
+        f.debug_struct("RedisStore")
+            .field("addr", &info.addr().to_string())
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("circuit_open", &self.inner.breaker.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: Client,
+    connection_config: AsyncConnectionConfig,
+    sha: String,
+    prefix: String,
+    timeout: Duration,
+    breaker: Breaker,
+    slot: Mutex<Slot>,
+    generation: AtomicU64,
+}
+
+type Connecting = Shared<BoxFuture<'static, Result<(MultiplexedConnection, u64), RedisStoreError>>>;
+
+enum Slot {
+    Empty,
+    /// A connection attempt runs in its own task (a slow connect outlives the requests that wait for it).
+    Connecting(Connecting),
+    Ready(MultiplexedConnection, u64),
+}
+
+/// Configures a [`RedisStore`].
+#[derive(Debug)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    failure_threshold: u32,
+    retry_interval: Duration,
+}
+
+/// Why the Redis store could not decide.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RedisStoreError {
+    /// Redis answered with an error, or the connection failed.
+    Redis(redis::RedisError),
+    /// No answer within the store's timeout.
+    Timeout(Duration),
+    /// The circuit breaker is open: Redis failed repeatedly, and this request did not wait for it.
+    CircuitOpen,
+    /// The script's reply was not what this version expects (another script under the same SHA?).
+    Reply(&'static str),
+    /// No tokio runtime to run the connection on.
+    NoRuntime,
+}
+
+impl fmt::Display for RedisStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redis(_) => f.write_str("redis request failed"),
+            Self::Timeout(t) => write!(f, "redis did not answer within {t:?}"),
+            Self::CircuitOpen => {
+                f.write_str("redis circuit breaker open: not waiting for a failing redis")
+            }
+            Self::Reply(why) => write!(f, "unexpected reply from the rate-limit script: {why}"),
+            Self::NoRuntime => f.write_str("the redis store needs a tokio runtime"),
+        }
+    }
+}
+
+impl std::error::Error for RedisStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Redis(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<redis::RedisError> for RedisStoreError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e)
+    }
+}
+
+impl Clone for RedisStoreError {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Redis(e) => Self::Redis(e.clone()),
+            Self::Timeout(t) => Self::Timeout(*t),
+            Self::CircuitOpen => Self::CircuitOpen,
+            Self::Reply(why) => Self::Reply(why),
+            Self::NoRuntime => Self::NoRuntime,
+        }
+    }
+}
+
+impl RedisStoreError {
+    /// The `kind` label of [`REDIS_ERRORS`].
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                "connection"
+            }
+            Self::Redis(_) => "server",
+            Self::Timeout(_) => "timeout",
+            Self::CircuitOpen => "circuit_open",
+            Self::Reply(_) | Self::NoRuntime => "reply",
+        }
+    }
+
+    /// Whether the connection should be dropped and made again.
+    fn breaks_connection(&self) -> bool {
+        match self {
+            Self::Redis(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
+            Self::Timeout(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl RedisStore {
+    /// A store on `url` (`redis://[user:password@]host[:port][/db]`; `rediss://` with the `redis-tls` feature)
+    /// with the defaults. Nothing is connected yet: the first request connects.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        Self::builder(url).build()
+    }
+
+    /// A builder on `url`: key prefix, timeouts, circuit breaker.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
+        }
+    }
+
+    /// The Redis key of one `(policy, key)` state: `<prefix>{<key>}:<policy id as 16 hex digits>`.
+    pub fn redis_key(&self, policy: PolicyId, key: &Key) -> String {
+        redis_key(&self.inner.prefix, policy, key)
+    }
+
+    /// The SHA-1 of [`GCRA_SCRIPT`] (what `EVALSHA` runs).
+    pub fn script_sha(&self) -> &str {
+        &self.inner.sha
+    }
+
+    /// Whether the circuit breaker is open (Redis failed repeatedly; requests do not wait for it).
+    pub fn circuit_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// Decides with `now` (nanoseconds since the Unix epoch) instead of the Redis server's clock. For tests that
+    /// compare the script with [`gcra`](super::gcra); states written this way expire relative to this `now`.
+    #[doc(hidden)]
+    pub fn check_at(
+        &self,
+        now_nanos: u64,
+        request: &CheckRequest<'_>,
+    ) -> <Self as RateLimitStore>::Future {
+        self.start(request, Some(now_nanos))
+    }
+
+    fn start(
+        &self,
+        request: &CheckRequest<'_>,
+        now: Option<u64>,
+    ) -> <Self as RateLimitStore>::Future {
+        let call = Call::new(&self.inner, request, now);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.decide(call).await })
+    }
+}
+
+impl RedisStoreBuilder {
+    /// Prefix of every key (default `tower-kit:rl:`; no `{` or `}`). Servers sharing a quota need the same one.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest a request waits for a decision, connecting included (default 100 ms). After it the request is
+    /// decided by the layer's [`StoreFailure`](crate::StoreFailure) policy.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest one connection attempt may take (default 1 s). It runs in its own task, so it may outlast the
+    /// requests that wait for it (which give up after [`timeout`](Self::timeout)).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Consecutive failures that open the circuit breaker (default 3; at least 1).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// While the breaker is open, how often one request probes Redis (default 1 s).
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// Checks the settings and makes the store (no I/O: the first request connects).
+    pub fn build(self) -> Result<RedisStore, ConfigError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                "key_prefix",
+                format!(
+                    "must not contain `{{` or `}}` (hash-tag braces) (got {:?})",
+                    self.prefix
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("retry_interval", self.retry_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(
+                    field,
+                    "must be greater than zero (got 0ns)",
+                ));
+            }
+        }
+        if self.failure_threshold == 0 {
+            return Err(ConfigError::new(
+                "failure_threshold",
+                "must be at least 1 (got 0)",
+            ));
+        }
+        let scheme = self.url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("redis") => {}
+            Some("rediss") if cfg!(feature = "redis-tls") => {}
+            Some("rediss") => {
+                return Err(ConfigError::new(
+                    "url",
+                    "rediss:// (TLS) needs the `redis-tls` cargo feature of tower-kit-ratelimit",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "url",
+                    "must start with redis:// (or rediss:// with the `redis-tls` feature)",
+                ));
+            }
+        }
+        // The URL may hold a password: the error names the problem, never the URL.
+        let client = Client::open(self.url.as_str()).map_err(|e| {
+            ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
+        })?;
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.timeout));
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                connection_config,
+                sha: redis::Script::new(GCRA_SCRIPT).get_hash().to_owned(),
+                prefix: self.prefix,
+                timeout: self.timeout,
+                breaker: Breaker::new(self.failure_threshold, self.retry_interval),
+                slot: Mutex::new(Slot::Empty),
+                generation: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn redis_key(prefix: &str, policy: PolicyId, key: &Key) -> String {
+    format!("{prefix}{{{key}}}:{:016x}", policy.0)
+}
+
+/// A nanosecond count as the script's (seconds, nanoseconds) pair.
+fn split(nanos: u64) -> (u64, u64) {
+    (nanos / NANOS, nanos % NANOS)
+}
+
+/// The script's pair back to nanoseconds (`None` for the script's "missing" marker or an impossible pair).
+fn join(seconds: i64, nanos: i64) -> Option<u64> {
+    let seconds = u64::try_from(seconds).ok()?;
+    let nanos = u64::try_from(nanos).ok().filter(|n| *n < NANOS)?;
+    seconds.checked_mul(NANOS)?.checked_add(nanos)
+}
+
+/// One request, copied out of the borrowed [`CheckRequest`]: the `EVALSHA` command and what is needed to read
+/// its reply.
+struct Call {
+    command: Cmd,
+    quotas: [Option<Quota>; MAX_POLICIES],
+    len: usize,
+    cost: u32,
+}
+
+impl Call {
+    fn new(inner: &Inner, request: &CheckRequest<'_>, now: Option<u64>) -> Self {
+        let checks = &request.checks[..request.checks.len().min(MAX_POLICIES)];
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(&inner.sha).arg(checks.len());
+        for c in checks {
+            command.arg(redis_key(&inner.prefix, c.policy, &c.key));
+        }
+        match now.map(split) {
+            Some((s, ns)) => command.arg(s).arg(ns),
+            None => command.arg("").arg(""),
+        };
+        let mut quotas = [None; MAX_POLICIES];
+        for (i, c) in checks.iter().enumerate() {
+            let increment = c
+                .quota
+                .emission_interval_nanos()
+                .saturating_mul(u64::from(request.cost));
+            let (inc_s, inc_ns) = split(increment);
+            let (cap_s, cap_ns) = split(c.quota.capacity_nanos());
+            command.arg(inc_s).arg(inc_ns).arg(cap_s).arg(cap_ns);
+            quotas[i] = Some(c.quota);
+        }
+        Self {
+            command,
+            quotas,
+            len: checks.len(),
+            cost: request.cost,
+        }
+    }
+
+    /// The decision from the script's reply: the script decided admission and wrote the states; the outcomes are
+    /// computed here by the same [`gcra`] as the in-process store, from the states it read and its `now`.
+    fn decision(&self, reply: &[i64]) -> Result<Decision, RedisStoreError> {
+        if reply.len() != 3 + 2 * self.len {
+            return Err(RedisStoreError::Reply("wrong number of values"));
+        }
+        let now = join(reply[1], reply[2]).ok_or(RedisStoreError::Reply("bad time"))?;
+        let mut outcomes = [PolicyOutcome::default(); MAX_POLICIES];
+        let mut tats = [None; MAX_POLICIES];
+        let mut admitted = true;
+        for i in 0..self.len {
+            let Some(quota) = &self.quotas[i] else {
+                return Err(RedisStoreError::Reply("missing quota"));
+            };
+            let (s, ns) = (reply[3 + 2 * i], reply[4 + 2 * i]);
+            tats[i] = if (s, ns) == (-1, -1) {
+                None
+            } else {
+                Some(join(s, ns).ok_or(RedisStoreError::Reply("bad state"))?)
+            };
+            outcomes[i] = gcra(tats[i], now, quota, self.cost).0;
+            admitted &= outcomes[i].admitted;
+        }
+        if admitted != (reply[0] == 1) {
+            return Err(RedisStoreError::Reply("the script and gcra() disagree"));
+        }
+        if !admitted {
+            // Nothing was consumed: admitting checks report their state as it stays (as the in-process store).
+            for i in 0..self.len {
+                if let (true, Some(quota)) = (outcomes[i].admitted, &self.quotas[i]) {
+                    outcomes[i] = gcra(tats[i], now, quota, 0).0;
+                }
+            }
+        }
+        Ok(Decision::from_outcomes(outcomes.into_iter().take(self.len)))
+    }
+}
+
+fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    async fn decide(self: Arc<Self>, call: Call) -> Result<Decision, RedisStoreError> {
+        if self.breaker.admit(Instant::now()) == Admission::Reject {
+            metrics::counter!(REDIS_ERRORS, "kind" => "circuit_open").increment(1);
+            return Err(RedisStoreError::CircuitOpen);
+        }
+        let mut generation = None;
+        let result =
+            match tokio::time::timeout(self.timeout, self.round_trip(&call, &mut generation)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(RedisStoreError::Timeout(self.timeout)),
+            };
+        match &result {
+            Ok(_) => {
+                if self.breaker.success() == Transition::Closed {
+                    metrics::gauge!(REDIS_CIRCUIT_OPEN).set(0.0);
+                    tracing::info!("rate limit: redis answers again; circuit breaker closed");
+                }
+            }
+            Err(error) => {
+                metrics::counter!(REDIS_ERRORS, "kind" => error.kind()).increment(1);
+                if let (true, Some(generation)) = (error.breaks_connection(), generation) {
+                    self.drop_connection(generation);
+                }
+                if self.breaker.failure(Instant::now()) == Transition::Opened {
+                    metrics::gauge!(REDIS_CIRCUIT_OPEN).set(1.0);
+                    tracing::warn!(
+                        error = error as &dyn std::error::Error,
+                        "rate limit: redis keeps failing; circuit breaker open (requests no longer wait for it; \
+                         probing for recovery)"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    async fn round_trip(
+        self: &Arc<Self>,
+        call: &Call,
+        generation: &mut Option<u64>,
+    ) -> Result<Decision, RedisStoreError> {
+        let (mut connection, g) = self.connection().await?;
+        *generation = Some(g);
+        let reply: Vec<i64> = match call.command.query_async(&mut connection).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // Redis restarted, failed over or ran SCRIPT FLUSH since this connection loaded the script.
+                metrics::counter!(REDIS_SCRIPT_RELOADS).increment(1);
+                load_script(&mut connection).await?;
+                call.command.query_async(&mut connection).await?
+            }
+            other => other?,
+        };
+        call.decision(&reply)
+    }
+
+    /// The shared connection, connecting (in a task of its own) when there is none.
+    async fn connection(self: &Arc<Self>) -> Result<(MultiplexedConnection, u64), RedisStoreError> {
+        let connecting = {
+            let mut slot = lock(&self.slot);
+            match &*slot {
+                Slot::Ready(connection, generation) => {
+                    return Ok((connection.clone(), *generation));
+                }
+                Slot::Connecting(connecting) => connecting.clone(),
+                Slot::Empty => {
+                    let connecting = self.connect()?;
+                    *slot = Slot::Connecting(connecting.clone());
+                    connecting
+                }
+            }
+        };
+        connecting.await
+    }
+
+    fn connect(self: &Arc<Self>) -> Result<Connecting, RedisStoreError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RedisStoreError::NoRuntime)?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let client = self.client.clone();
+        let config = self.connection_config.clone();
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        let task = runtime.spawn(async move {
+            let result = async {
+                let mut connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                // Loaded once per connection; `NOSCRIPT` later (restart, SCRIPT FLUSH) loads it again.
+                load_script(&mut connection).await?;
+                Ok::<_, RedisStoreError>(connection)
+            }
+            .await;
+            if let Some(inner) = weak.upgrade() {
+                let mut slot = lock(&inner.slot);
+                if matches!(&*slot, Slot::Connecting(_)) {
+                    *slot = match &result {
+                        Ok(connection) => Slot::Ready(connection.clone(), generation),
+                        Err(_) => Slot::Empty,
+                    };
+                }
+            }
+            result.map(|connection| (connection, generation))
+        });
+        Ok(async move {
+            match task.await {
+                Ok(result) => result,
+                Err(_) => Err(RedisStoreError::Reply("the connection task panicked")),
+            }
+        }
+        .boxed()
+        .shared())
+    }
+
+    /// Forgets a connection that failed, so the next request connects again (unless another already did).
+    fn drop_connection(&self, generation: u64) {
+        let mut slot = lock(&self.slot);
+        if matches!(&*slot, Slot::Ready(_, g) if *g == generation) {
+            *slot = Slot::Empty;
+        }
+    }
+}
+
+async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), RedisStoreError> {
+    let _sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(GCRA_SCRIPT)
+        .query_async(connection)
+        .await?;
+    Ok(())
+}
+
+impl RateLimitStore for RedisStore {
+    type Error = RedisStoreError;
+    type Future = Pin<Box<dyn Future<Output = Result<Decision, RedisStoreError>> + Send>>;
+
+    fn check(&self, request: &CheckRequest<'_>) -> Self::Future {
+        self.start(request, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        for n in [0, 1, NANOS - 1, NANOS, 1_712_345_678_123_456_789, u64::MAX] {
+            let (s, ns) = split(n);
+            assert_eq!(join(s as i64, ns as i64), Some(n));
+        }
+        assert_eq!(join(-1, -1), None);
+        assert_eq!(join(1, NANOS as i64), None);
+        assert_eq!(join(i64::MAX, 0), None);
+    }
+
+    #[test]
+    fn keys_share_a_hash_tag_per_client() {
+        let key = Key::from_ip("192.0.2.1".parse().unwrap(), 64);
+        let a = redis_key("p:", PolicyId::of("burst"), &key);
+        let b = redis_key("p:", PolicyId::of("daily"), &key);
+        assert!(a.starts_with("p:{ip4:c0000201}:"), "{a}");
+        assert_ne!(a, b);
+        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&a), tag(&b));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let field = |b: RedisStoreBuilder| b.build().unwrap_err().field();
+        assert_eq!(field(RedisStore::builder("http://x")), "url");
+        assert_eq!(field(RedisStore::builder("redis://h:notaport")), "url");
+        assert_eq!(
+            field(RedisStore::builder("redis://h").key_prefix("a{b")),
+            "key_prefix"
+        );
+        assert_eq!(
+            field(RedisStore::builder("redis://h").timeout(Duration::ZERO)),
+            "timeout"
+        );
+        assert_eq!(
+            field(RedisStore::builder("redis://h").failure_threshold(0)),
+            "failure_threshold"
+        );
+        if !cfg!(feature = "redis-tls") {
+            let e = RedisStore::new("rediss://h").unwrap_err();
+            assert!(e.reason().contains("redis-tls"), "{}", e.reason());
+        }
+        // A password never appears in an error.
+        let e = RedisStore::new("redis://user:hunter2@h:notaport").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+        let ok = RedisStore::new("redis://user:secret@127.0.0.1:1/2").unwrap();
+        assert_eq!(ok.script_sha().len(), 40);
+        assert!(!format!("{ok:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,280 @@
+//! [`TimingLayer`], its configuration and its builder.
+
+use crate::{Timing, registry::Registry, stats::StatsHandle};
+use http::{Extensions, HeaderMap, Method, Uri};
+use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
+use tower_kit_core::ConfigError;
+
+/// What a route mapping or a predicate sees of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request URI.
+    pub uri: &'a Uri,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The request extensions.
+    pub extensions: &'a Extensions,
+}
+
+type RouteFn = dyn Fn(&RequestInfo<'_>) -> Option<Cow<'static, str>> + Send + Sync;
+type Predicate = dyn Fn(&RequestInfo<'_>) -> bool + Send + Sync;
+type SlowFn = dyn Fn(&str) -> Option<Duration> + Send + Sync;
+
+/// The default cap on distinct values of a label.
+pub const DEFAULT_MAX_LABEL_VALUES: usize = 1000;
+/// The default slow-request threshold.
+pub const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_secs(1);
+
+pub(crate) struct Config {
+    pub(crate) route_fn: Option<Arc<RouteFn>>,
+    pub(crate) server_timing: ServerTimingMode,
+    pub(crate) slow_threshold: Option<Duration>,
+    pub(crate) slow_for: Option<Arc<SlowFn>>,
+    pub(crate) metrics: bool,
+    pub(crate) stats: bool,
+}
+
+pub(crate) enum ServerTimingMode {
+    Off,
+    On,
+    If(Arc<Predicate>),
+}
+
+impl Config {
+    pub(crate) fn slow_threshold_for(&self, route: &str) -> Option<Duration> {
+        match &self.slow_for {
+            Some(f) => f(route),
+            None => self.slow_threshold,
+        }
+    }
+}
+
+/// What every service of one layer shares: the configuration, the label registry and the stats.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) registry: Arc<Registry>,
+}
+
+/// Times requests and records OpenTelemetry-named metrics, optional `Server-Timing`, a slow-request log and
+/// in-process statistics. See the [crate docs](crate).
+///
+/// The label registry and the statistics are created with the layer value and shared by every service it makes, so
+/// one `TimingLayer` on an axum router (which calls [`Layer::layer`](tower_layer::Layer::layer) once per route) is
+/// one registry with one cap.
+#[derive(Clone)]
+#[must_use]
+pub struct TimingLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for TimingLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.shared.config;
+        f.debug_struct("TimingLayer")
+            .field("route_fn", &c.route_fn.is_some())
+            .field(
+                "server_timing",
+                &match c.server_timing {
+                    ServerTimingMode::Off => "off",
+                    ServerTimingMode::On => "on",
+                    ServerTimingMode::If(_) => "predicate",
+                },
+            )
+            .field("slow_threshold", &c.slow_threshold)
+            .field("metrics", &c.metrics)
+            .field("stats", &c.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TimingLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TimingLayer {
+    /// The default configuration: metrics and stats on, route from axum's `MatchedPath` (else `unmatched`), at most
+    /// 1000 route values, no `Server-Timing`, slow-request warnings from 1 s.
+    pub fn new() -> Self {
+        match Self::builder().build() {
+            Ok(layer) => layer,
+            // The defaults are valid; this arm is never taken.
+            Err(_) => unreachable!("the default configuration is valid"),
+        }
+    }
+
+    /// A layer with the default configuration and a handle on its statistics.
+    pub fn pair() -> (Self, StatsHandle) {
+        let layer = Self::new();
+        let stats = layer.stats();
+        (layer, stats)
+    }
+
+    /// Configure everything.
+    pub fn builder() -> TimingLayerBuilder {
+        TimingLayerBuilder {
+            route_fn: None,
+            max_label_values: DEFAULT_MAX_LABEL_VALUES,
+            server_timing: ServerTimingMode::Off,
+            slow_threshold: Some(DEFAULT_SLOW_THRESHOLD),
+            slow_for: None,
+            metrics: true,
+            stats: true,
+        }
+    }
+
+    /// A handle on this layer's statistics (shared by every service the layer makes).
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle::new(Arc::clone(&self.shared.registry))
+    }
+}
+
+impl<S> tower_layer::Layer<S> for TimingLayer {
+    type Service = Timing<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timing::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Builder of a [`TimingLayer`]; [`build`](TimingLayerBuilder::build) checks the values.
+#[must_use]
+pub struct TimingLayerBuilder {
+    route_fn: Option<Arc<RouteFn>>,
+    max_label_values: usize,
+    server_timing: ServerTimingMode,
+    slow_threshold: Option<Duration>,
+    slow_for: Option<Arc<SlowFn>>,
+    metrics: bool,
+    stats: bool,
+}
+
+impl fmt::Debug for TimingLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimingLayerBuilder")
+            .field("max_label_values", &self.max_label_values)
+            .field("slow_threshold", &self.slow_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TimingLayerBuilder {
+    /// The route label for requests without axum's `MatchedPath` (tonic, plain hyper, a fallback): return a route
+    /// *template* (`/users/{id}`) from your own route table, or `None` for `unmatched`. Never return the raw path: a
+    /// client can make up any number of them. Whatever it returns is still subject to
+    /// [`max_label_values`](Self::max_label_values).
+    ///
+    /// Default: none (axum's `MatchedPath`, the gRPC method of answered gRPC calls, else `unmatched`).
+    pub fn route_fn<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&RequestInfo<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+    {
+        self.route_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// The cap on distinct route values, shared by every service this layer makes. Beyond it the value is
+    /// `__other__` and `tower_kit.timing.label_overflow` increments. Default 1000; must be 1 to 1 000 000.
+    pub fn max_label_values(mut self, max: usize) -> Self {
+        self.max_label_values = max;
+        self
+    }
+
+    /// Adds a `Server-Timing` header (`app;dur=<ms to head>` plus the entries inner layers add to the
+    /// [`ServerTiming`](tower_kit_core::ServerTiming) extension) to every response. Timing can leak information
+    /// (was this a cache hit? did that user exist?): prefer [`server_timing_if`](Self::server_timing_if) on public
+    /// services. Default: off.
+    pub fn server_timing(mut self, on: bool) -> Self {
+        self.server_timing = if on {
+            ServerTimingMode::On
+        } else {
+            ServerTimingMode::Off
+        };
+        self
+    }
+
+    /// Adds `Server-Timing` only to requests the predicate accepts (an internal network, a debug header).
+    pub fn server_timing_if<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&RequestInfo<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.server_timing = ServerTimingMode::If(Arc::new(predicate));
+        self
+    }
+
+    /// Log a `tracing` warning (method, route, status, duration) for requests whose full duration reaches this;
+    /// `None` turns the log off. Default: 1 s.
+    pub fn slow_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_threshold = threshold;
+        self
+    }
+
+    /// A per-route slow threshold: called once per route value with the route label; `None` turns the log off for
+    /// that route. Overrides [`slow_threshold`](Self::slow_threshold).
+    pub fn slow_threshold_for<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&str) -> Option<Duration> + Send + Sync + 'static,
+    {
+        self.slow_for = Some(Arc::new(f));
+        self
+    }
+
+    /// Record metrics through the `metrics` facade. Default: on.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
+    /// Keep in-process statistics for the [`StatsHandle`]. Default: on.
+    pub fn stats(mut self, on: bool) -> Self {
+        self.stats = on;
+        self
+    }
+
+    /// Checks the values and builds the layer.
+    pub fn build(self) -> Result<TimingLayer, ConfigError> {
+        if !(1..=1_000_000).contains(&self.max_label_values) {
+            return Err(ConfigError::new(
+                "max_label_values",
+                format!(
+                    "must be between 1 and 1000000 (got {})",
+                    self.max_label_values
+                ),
+            ));
+        }
+        Ok(TimingLayer {
+            shared: Arc::new(Shared {
+                config: Config {
+                    route_fn: self.route_fn,
+                    server_timing: self.server_timing,
+                    slow_threshold: self.slow_threshold,
+                    slow_for: self.slow_for,
+                    metrics: self.metrics,
+                    stats: self.stats,
+                },
+                registry: Arc::new(Registry::new(self.max_label_values)),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_label_cap_names_the_field() {
+        for bad in [0, 1_000_001] {
+            let err = TimingLayer::builder()
+                .max_label_values(bad)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field(), "max_label_values");
+            assert!(err.to_string().contains(&bad.to_string()));
+        }
+        assert!(TimingLayer::builder().max_label_values(1).build().is_ok());
+    }
+}

@@ -1,0 +1,221 @@
+//! A private `redis-server` per test, on a free port, killed when dropped.
+//!
+//! Shared by every test that needs Redis (include it with `#[path = ".../tests/support/redis_server.rs"] mod
+//! redis_server;`). Tests never share a server, so one test can kill, restart or pause its own without disturbing
+//! the others running in parallel. A missing `redis-server` binary fails the test with a message saying what to
+//! install: Redis tests never skip silently.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running `redis-server` owned by one test.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    /// Extra `redis-server` arguments (the TLS set-up), kept for restarts.
+    extra: Vec<String>,
+    tls_port: Option<u16>,
+}
+
+fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("REDIS_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("redis-server"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "this test needs `redis-server` on PATH (or REDIS_SERVER_BIN): install the Debian package \
+             `redis-server` (apt-get install redis-server). Redis tests never skip."
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl RedisServer {
+    /// Starts a fresh server (no persistence) and waits until it answers `PING`.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-kit-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a scratch dir for redis-server");
+        let mut server = RedisServer {
+            port: 0,
+            child: None,
+            dir,
+            extra: Vec::new(),
+            tls_port: None,
+        };
+        // A port picked free can be taken before redis binds it: try a few.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Starts a server that also listens with TLS on [`tls_port`](Self::tls_port), with a self-signed certificate
+    /// made on the spot by the `openssl` command (clients must not verify it: `rediss://...#insecure`).
+    pub fn start_tls() -> Self {
+        let mut server = Self::start();
+        let (cert, key) = (server.dir.join("cert.pem"), server.dir.join("key.pem"));
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("this test needs the `openssl` command (Debian package openssl) to make a certificate");
+        assert!(made.success(), "openssl could not make a test certificate");
+        let tls_port = free_port();
+        server.tls_port = Some(tls_port);
+        server.extra = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            cert.to_string_lossy().into_owned(),
+            "--tls-key-file".into(),
+            key.to_string_lossy().into_owned(),
+            "--tls-ca-cert-file".into(),
+            cert.to_string_lossy().into_owned(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        server.restart();
+        server
+    }
+
+    /// The TLS port of a server from [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(binary())
+            .args(["--port", &self.port.to_string()])
+            .args(&self.extra)
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", &self.dir.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let _ = status;
+                self.child = None;
+                return false; // exited: most likely the port was taken
+            }
+            if self.try_command(&["PING"]).is_some_and(|r| r == "+PONG") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills the server (SIGKILL): connections drop at once, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: Redis here keeps nothing on disk).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// Runs a command and returns the first line of the reply (`+OK`, `:1`, `$3`...), panicking on failure.
+    pub fn command(&self, args: &[&str]) -> String {
+        self.try_command(args)
+            .unwrap_or_else(|| panic!("redis command {args:?} failed on port {}", self.port))
+    }
+
+    /// `CLIENT PAUSE <ms> ALL`: every client waits, as with an overloaded or stuck server.
+    pub fn pause(&self, duration: Duration) {
+        let ms = duration.as_millis().to_string();
+        assert_eq!(self.command(&["CLIENT", "PAUSE", &ms, "ALL"]), "+OK");
+    }
+
+    fn try_command(&self, args: &[&str]) -> Option<String> {
+        let mut stream =
+            TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{}\r\n", arg.len(), arg));
+        }
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            if stream.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            reply.push(byte[0]);
+        }
+        reply.truncate(reply.len() - 2);
+        String::from_utf8(reply).ok()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
