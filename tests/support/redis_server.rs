@@ -135,7 +135,17 @@ impl RedisServer {
                 return false; // exited: most likely the port was taken
             }
             if self.try_command(&["PING"]).is_some_and(|r| r == "+PONG") {
-                return true;
+                // Something answers on the port, but it may be another test's server that took the port first
+                // (ours then exits a moment later): only ours, by process id, counts.
+                let ours = self.child.as_ref().map(Child::id);
+                match self.process_id() {
+                    Some(pid) if Some(pid) == ours => return true,
+                    Some(_) => {
+                        self.kill();
+                        return false;
+                    }
+                    None => {} // not ready to answer INFO yet: try again
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -191,7 +201,21 @@ impl RedisServer {
         assert_eq!(self.command(&["CLIENT", "PAUSE", &ms, "ALL"]), "+OK");
     }
 
-    fn try_command(&self, args: &[&str]) -> Option<String> {
+    /// The `process_id` that the server answering on the port reports in `INFO server`.
+    fn process_id(&self) -> Option<u32> {
+        let mut stream = self.send(&["INFO", "server"])?;
+        let header = Self::read_line(&mut stream)?;
+        let len: usize = header.strip_prefix('$')?.parse().ok()?;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).ok()?;
+        String::from_utf8(body)
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+    }
+
+    fn send(&self, args: &[&str]) -> Option<TcpStream> {
         let mut stream =
             TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -200,6 +224,10 @@ impl RedisServer {
             request.push_str(&format!("${}\r\n{}\r\n", arg.len(), arg));
         }
         stream.write_all(request.as_bytes()).ok()?;
+        Some(stream)
+    }
+
+    fn read_line(stream: &mut TcpStream) -> Option<String> {
         let mut reply = Vec::new();
         let mut byte = [0u8; 1];
         while !reply.ends_with(b"\r\n") {
@@ -210,6 +238,11 @@ impl RedisServer {
         }
         reply.truncate(reply.len() - 2);
         String::from_utf8(reply).ok()
+    }
+
+    fn try_command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = self.send(args)?;
+        Self::read_line(&mut stream)
     }
 }
 

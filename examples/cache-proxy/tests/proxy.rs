@@ -96,9 +96,10 @@ fn answer(path: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-/// An upstream without automatic `Date` headers; `/slow` answers after 1.5 s. Aborting `task` closes every
+/// An upstream without automatic `Date` headers; `/slow` answers after 5 s. Aborting `task` closes every
 /// connection it has open.
 async fn upstream() -> Upstream {
+    const SLOW: Duration = Duration::from_secs(5);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
@@ -120,7 +121,7 @@ async fn upstream() -> Upstream {
                         ));
                         let path = req.uri().path().to_owned();
                         if path.starts_with("/slow") {
-                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                            tokio::time::sleep(SLOW).await;
                         }
                         let res = answer(&path, &req);
                         // Read the request body to its end (POSTs).
@@ -291,7 +292,14 @@ async fn a_slow_upstream_response_does_not_hold_up_others() {
         })
         .collect();
     // Let the slow requests reach the upstream first.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while (0..3).any(|i| up.calls(&format!("/slow/{i}")) == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the slow requests never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let fast: Vec<_> = (0..30)
         .map(|i| {
             tokio::spawn(async move {
@@ -320,13 +328,15 @@ async fn a_slow_upstream_response_does_not_hold_up_others() {
         assert_eq!(res.status, StatusCode::OK);
     }
     let all_slow = start.elapsed();
+    // The slow ones take 5 s upstream: fast requests queued behind one would take longer.
     assert!(
-        last_fast.duration_since(start) < Duration::from_millis(1400),
+        last_fast.duration_since(start) < Duration::from_secs(4),
         "fast requests waited for the slow one: {:?}",
         last_fast.duration_since(start)
     );
+    // At once, about 5 s; two after each other would take 10 s, all three 15 s.
     assert!(
-        all_slow < Duration::from_millis(4000),
+        all_slow < Duration::from_secs(9),
         "three slow requests ran one after the other: {all_slow:?}"
     );
     up.task.abort();

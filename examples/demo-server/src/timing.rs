@@ -39,7 +39,11 @@ impl Default for Args {
 
 /// The timing layer for the whole app, and its stats handle.
 pub fn layer(args: &Args) -> Result<(TimingLayer, StatsHandle), tower_kit::core::ConfigError> {
-    let mut builder = TimingLayer::builder().slow_threshold(Some(args.slow_threshold));
+    // The demo's dashboard and alerts also use the time-to-head and body-size histograms, which are opt-in.
+    let mut builder = TimingLayer::builder()
+        .slow_threshold(Some(args.slow_threshold))
+        .head_duration(true)
+        .body_sizes(true);
     if args.server_timing {
         // Timing can leak information, so only requests that ask for it get it.
         builder = builder.server_timing_if(|req| {

@@ -125,11 +125,12 @@ async fn every_metric_named_is_exported() {
     ] {
         get(&client, format!("{base}{path}")).await;
     }
-    // Concurrent slow calls: two run, three queue, the rest are shed.
+    // Concurrent slow calls: two run, three queue, the rest are shed. Each takes 2 s, so that all twelve overlap even
+    // when a loaded machine is slow to send them.
     let slow: Vec<_> = (0..12)
         .map(|_| {
             let (client, base) = (client.clone(), base.clone());
-            tokio::spawn(async move { get(&client, format!("{base}/api/slow?ms=200")).await })
+            tokio::spawn(async move { get(&client, format!("{base}/api/slow?ms=2000")).await })
         })
         .collect();
     let mut statuses = Vec::new();

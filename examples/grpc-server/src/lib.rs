@@ -111,7 +111,18 @@ pub async fn serve(
     limits: Limits,
     timing: TimingLayer,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let layers = layers(limits, timing)?;
+    serve_with_window(listener, limits, Duration::from_secs(1), timing).await
+}
+
+/// [`serve`], with the rate limit's quota (`limits.per_second` calls) counted over `window` instead of one second:
+/// tests use a long window, so that a slow machine cannot earn a call back between two of theirs.
+pub async fn serve_with_window(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    window: Duration,
+    timing: TimingLayer,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let layers = layers_with_window(limits, window, timing)?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
         .layer(layers)
@@ -133,10 +144,19 @@ type Stack = tower::ServiceBuilder<
 
 /// The layer stack, outermost first: timing, rate limit (per client IP, from tonic's `TcpConnectInfo`), concurrency.
 pub fn layers(limits: Limits, timing: TimingLayer) -> Result<Stack, ConfigError> {
+    layers_with_window(limits, Duration::from_secs(1), timing)
+}
+
+/// [`layers`], with the rate limit's quota counted over `window` instead of one second.
+pub fn layers_with_window(
+    limits: Limits,
+    window: Duration,
+    timing: TimingLayer,
+) -> Result<Stack, ConfigError> {
     let rate = RateLimitLayer::builder()
         .policy(Policy::new(
             "per_client",
-            Quota::new(limits.per_second, Duration::from_secs(1))?,
+            Quota::new(limits.per_second, window)?,
         ))
         .build()?;
     let concurrency = ConcurrencyLayer::builder()

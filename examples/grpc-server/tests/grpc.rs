@@ -8,11 +8,18 @@ use std::{collections::BTreeMap, num::NonZeroU32, time::Duration};
 use tonic::{Code, Status};
 use tower_kit::timing::{TimingLayer, names};
 
+/// The server, with its rate limit's quota counted over a minute: no call is earned back during a test, however
+/// slow the machine.
 async fn start(limits: Limits) -> (tonic::transport::Channel, tower_kit::timing::StatsHandle) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (timing, stats) = TimingLayer::pair();
-    tokio::spawn(grpc_server::serve(listener, limits, timing));
+    tokio::spawn(grpc_server::serve_with_window(
+        listener,
+        limits,
+        Duration::from_secs(60),
+        timing,
+    ));
     let channel = tonic::transport::Endpoint::from_shared(grpc_server::endpoint(addr))
         .unwrap()
         .connect()
@@ -77,11 +84,26 @@ async fn calls_by_grpc_status(
     out
 }
 
+/// Whether the concurrency limit's in-flight gauge went up since the last look (the debugging recorder's snapshot
+/// resets gauges and drains histograms: call it only before any call has finished).
+fn slot_taken(recorder: &DebuggingRecorder) -> bool {
+    recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .any(|(key, _, _, value)| {
+            key.key().name() == tower_kit::concurrency::metrics::IN_FLIGHT
+                && matches!(value, DebugValue::Gauge(v) if v.0 > 0.0)
+        })
+}
+
 #[tokio::test]
 async fn over_the_rate_limit_is_resource_exhausted_and_recorded() {
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let (channel, stats) = start(Limits {
+        // 3 calls a minute (see `start`).
         per_second: NonZeroU32::new(3).unwrap(),
         max_in_flight: 64,
     })
@@ -113,9 +135,17 @@ async fn over_the_concurrency_limit_is_resource_exhausted() {
     .await;
     let slow = {
         let channel = channel.clone();
-        tokio::spawn(async move { get_item(&channel, 1, 400).await })
+        tokio::spawn(async move { get_item(&channel, 1, 3000).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The slow call holds the only slot (3 s of work: it still does when the next call arrives).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !slot_taken(&recorder) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow call never took the slot"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let refused = get_item(&channel, 2, 0).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_eq!(slow.await.unwrap().unwrap().id, 1);

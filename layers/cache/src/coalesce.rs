@@ -229,7 +229,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut tasks = Vec::new();
+        let (mut tasks, mut aborted) = (Vec::new(), Vec::new());
         for i in 0..2000u64 {
             let flights = Arc::clone(&flights);
             let key = format!("k{}", next() % 8);
@@ -259,6 +259,7 @@ mod tests {
                 // Cancel some tasks at a random point (they may be leaders or waiters).
                 tokio::task::yield_now().await;
                 task.abort();
+                aborted.push(task);
             } else {
                 tasks.push(task);
             }
@@ -266,6 +267,14 @@ mod tests {
         let all = async {
             for t in tasks {
                 t.await.unwrap();
+            }
+            // `abort` only asks: a task running on the other worker drops its leader or waiter when it stops.
+            for t in aborted {
+                if let Err(e) = t.await
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
             }
         };
         tokio::time::timeout(Duration::from_secs(30), all)

@@ -197,7 +197,7 @@ async fn stress_with_random_cancellation_leaves_no_waiter_behind() {
         seed ^= seed << 17;
         seed
     };
-    let mut survivors = Vec::new();
+    let (mut survivors, mut aborted) = (Vec::new(), Vec::new());
     for round in 0..20 {
         let mut tasks = Vec::new();
         for _ in 0..50 {
@@ -229,6 +229,7 @@ async fn stress_with_random_cancellation_leaves_no_waiter_behind() {
                 Some(at) => {
                     tokio::time::sleep(Duration::from_micros(at * 300)).await;
                     task.abort();
+                    aborted.push(task);
                 }
                 None => survivors.push(task),
             }
@@ -240,6 +241,14 @@ async fn stress_with_random_cancellation_leaves_no_waiter_behind() {
     let all_done = async {
         for t in survivors {
             let _ = t.await.unwrap();
+        }
+        // `abort` only asks: a task running on the other worker lets go of its flight when it stops.
+        for t in aborted {
+            if let Err(e) = t.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
         }
     };
     tokio::time::timeout(Duration::from_secs(60), all_done)

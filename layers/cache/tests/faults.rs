@@ -219,12 +219,19 @@ async fn inner_error_passes_through_and_waiters_go_to_the_origin_themselves() {
     assert_eq!(calls.load(Ordering::SeqCst), 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a paused clock: the origin's 50 ms pass only once every task is idle, so the waiters have certainly joined the
+/// leader's flight before it panics.
+#[tokio::test(start_paused = true)]
 async fn inner_panic_during_fill_releases_the_waiters() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
+    let in_origin = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::clone(&in_origin);
     let origin = tower::service_fn(move |_req: Request<()>| {
         let n = c.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            entered.notify_one();
+        }
         async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(n != 0, "origin bug");
@@ -241,7 +248,8 @@ async fn inner_panic_during_fill_releases_the_waiters() {
         .unwrap()
         .layer(origin);
     let leader = tokio::spawn(svc.clone().oneshot(get("/")));
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The leader is inside the origin call (a permit is kept if it got there first).
+    in_origin.notified().await;
     let waiters: Vec<_> = (0..5)
         .map(|_| tokio::spawn(send_owned(svc.clone())))
         .collect();

@@ -28,7 +28,18 @@ fn redis(url: &str) -> RedisStore {
         .unwrap()
 }
 
-/// A store with a short timeout and quick retries, for failure tests.
+/// A store with a generous timeout (it covers the first connection too), for tests where Redis stays up: a slow
+/// round trip on a loaded machine must not be taken for an outage.
+fn sturdy(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .prefix(prefix)
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// A store with a short timeout and quick retries, for failure tests (Redis killed or paused).
 fn fragile(url: &str, prefix: &str) -> RedisStore {
     RedisStore::builder(url)
         .prefix(prefix)
@@ -148,7 +159,7 @@ async fn a_response_cached_through_one_instance_is_a_hit_through_another() {
     let a = builder(&clock)
         .store(TieredStore::new(
             MokaStore::new(1 << 20),
-            fragile(&url, "x:"),
+            sturdy(&url, "x:"),
         ))
         .build()
         .unwrap()
@@ -156,14 +167,14 @@ async fn a_response_cached_through_one_instance_is_a_hit_through_another() {
     let b = builder(&clock)
         .store(TieredStore::new(
             MokaStore::new(1 << 20),
-            fragile(&url, "x:"),
+            sturdy(&url, "x:"),
         ))
         .build()
         .unwrap()
         .layer(origin.service());
     let (first, _) = send(&a, get("/shared")).await;
     assert_eq!(first.headers["x-cache"], "MISS");
-    let probe = fragile(&url, "x:");
+    let probe = sturdy(&url, "x:");
     wait_until("stored in Redis", async || {
         probe.usage().await.unwrap().entries > 0
     })
@@ -181,8 +192,8 @@ async fn an_invalidation_on_one_instance_purges_the_others_l1() {
     let server = RedisServer::start();
     let url = server.url();
     let origin = Origin::fixed(Answer::ok(FRESH, "v"));
-    let store_a = TieredStore::new(MokaStore::new(1 << 20), fragile(&url, "inv:"));
-    let store_b = TieredStore::new(MokaStore::new(1 << 20), fragile(&url, "inv:"));
+    let store_a = TieredStore::new(MokaStore::new(1 << 20), sturdy(&url, "inv:"));
+    let store_b = TieredStore::new(MokaStore::new(1 << 20), sturdy(&url, "inv:"));
     wait_until("both subscribed", async || {
         store_a.subscriptions() > 0 && store_b.subscriptions() > 0
     })
@@ -305,26 +316,41 @@ async fn redis_paused_latency_is_bounded_by_the_timeout() {
     let server = RedisServer::start();
     let url = server.url();
     let origin = Origin::fixed(Answer::ok(FRESH, "ok"));
-    let store = TieredStore::new(MokaStore::new(1 << 20), fragile(&url, "pause:"));
+    // Once down, the store stays down for the rest of the test (a short retry interval would let `is_down` lapse
+    // before the check below on a slow machine).
+    let l2 = RedisStore::builder(&url)
+        .prefix("pause:")
+        .timeout(Duration::from_millis(100))
+        .connect_timeout(Duration::from_millis(200))
+        .failure_threshold(2)
+        .retry_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let store = TieredStore::new(MokaStore::new(1 << 20), l2);
     let svc = CacheLayer::builder()
         .store(store.clone())
         .build()
         .unwrap()
         .layer(origin.service());
     send(&svc, get("/warm")).await; // connected
-    server.pause(Duration::from_secs(3));
+    // Paused for far longer than the bounds below: a request that waited for Redis would blow them.
+    server.pause(Duration::from_secs(10));
     let started = Instant::now();
     for i in 0..5 {
         let t = Instant::now();
         let (res, _) = send(&svc, get(&format!("/p{i}"))).await;
         assert_eq!(res.status, 200);
         assert!(
-            t.elapsed() < Duration::from_millis(600),
-            "request {i} took {:?} with a 100 ms timeout",
+            t.elapsed() < Duration::from_secs(2),
+            "request {i} took {:?} with a 100 ms timeout and Redis paused for 10 s",
             t.elapsed()
         );
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "5 requests took {:?} with Redis paused for 10 s",
+        started.elapsed()
+    );
     assert!(
         store.l2().is_down(),
         "the store noticed Redis is not answering"
@@ -340,7 +366,7 @@ async fn hundred_concurrent_misses_over_two_instances_make_one_origin_call() {
         CacheLayer::builder()
             .store(TieredStore::new(
                 MokaStore::new(1 << 20),
-                fragile(&url, "co:"),
+                sturdy(&url, "co:"),
             ))
             .build()
             .unwrap()
@@ -367,7 +393,7 @@ async fn a_crashed_holders_lease_lapses_and_another_server_takes_over() {
     let url = server.url();
     let origin = Origin::fixed(Answer::ok(FRESH, "late"));
     // Learn the cache key of `/crash` from a store on another prefix.
-    let learn = fragile(&url, "learn:");
+    let learn = sturdy(&url, "learn:");
     let svc = CacheLayer::builder()
         .store(learn.clone())
         .build()
@@ -377,8 +403,10 @@ async fn a_crashed_holders_lease_lapses_and_another_server_takes_over() {
     wait_until("stored", async || learn.usage().await.unwrap().entries > 0).await;
     let keys = value_keys(&url, "learn:").await;
     let key = keys[0].strip_prefix("learn:v:").unwrap();
-    // A server took the lease and crashed: it never releases it.
-    let crashed = fragile(&url, "crash:");
+    // A server took the lease and crashed: it never releases it. The lease lapses 500 ms after Redis took it,
+    // which is after `started`.
+    let crashed = sturdy(&url, "crash:");
+    let started = Instant::now();
     match crashed
         .lease(key, Duration::from_millis(500))
         .await
@@ -388,18 +416,19 @@ async fn a_crashed_holders_lease_lapses_and_another_server_takes_over() {
         other => panic!("lease not acquired: {other:?}"),
     }
     let svc = CacheLayer::builder()
-        .store(fragile(&url, "crash:"))
+        .store(sturdy(&url, "crash:"))
         .build()
         .unwrap()
         .layer(origin.service());
-    let started = Instant::now();
     let (res, body) = send(&svc, get("/crash")).await;
     let waited = started.elapsed();
     assert_eq!(res.status, 200);
     assert_eq!(body, "late");
     assert_eq!(origin.calls(), 2, "the survivor called the origin");
+    // At least the lease's 500 ms; well under the 10 s (twice the layer's lease TTL) after which a waiter gives up
+    // and calls the origin anyway.
     assert!(
-        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(5),
         "waited for the lease to lapse: {waited:?}"
     );
 }

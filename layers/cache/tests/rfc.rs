@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 use tower::Layer;
-use tower_kit_cache::{CacheLayerBuilder, ManualClock, MokaStore};
+use tower_kit_cache::{
+    CacheLayerBuilder, Lease, LeaseRelease, ManualClock, MokaStore, Store, StoreError, StoreUsage,
+    StoredValue,
+};
 
 type Headers = &'static [(&'static str, &'static str)];
 
@@ -976,17 +979,18 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn rfc_table() {
-    run_table(|b| b.build().unwrap(), Duration::ZERO).await;
+    run_table(|b, _| b.build().unwrap()).await;
 }
 
 /// The same table on a store that always makes the cache wait (no answer without awaiting): the path a Redis or
 /// tiered store takes.
 #[tokio::test]
 async fn rfc_table_on_a_store_that_waits() {
-    run_table(
-        |b| b.store(YieldingStore::new(1 << 24)).build().unwrap(),
-        Duration::ZERO,
-    )
+    run_table(|b, work| {
+        b.store(work.count(YieldingStore::new(1 << 24)))
+            .build()
+            .unwrap()
+    })
     .await;
 }
 
@@ -995,13 +999,13 @@ async fn conformance_suite_on_a_store_that_waits() {
     tower_kit_cache::store::conformance::run(YieldingStore::new).await;
 }
 
-/// Runs every case on a layer from `build` (called once per case: a fresh store each time); `io` is how long a
-/// store's spawned writes may take to land (zero for in-process stores, a few milliseconds for Redis).
+/// Runs every case on a layer from `build` (called once per case: a fresh store each time, which it may wrap in
+/// [`Work::count`] so that the table waits for the store's spawned writes to land).
 async fn run_table<St: tower_kit_cache::Store>(
-    build: impl Fn(CacheLayerBuilder<MokaStore>) -> tower_kit_cache::CacheLayer<St>,
-    io: Duration,
+    build: impl Fn(CacheLayerBuilder<MokaStore>, &Work) -> tower_kit_cache::CacheLayer<St>,
 ) {
     for c in cases() {
+        let work = Work::default();
         let clock = ManualClock::default();
         let now = clock_now(&clock);
         // `{date}`, `{date+N}`, `{date-N}`: the clock's time at the start, in seconds.
@@ -1046,15 +1050,17 @@ async fn run_table<St: tower_kit_cache::Store>(
             }
             later_answer.clone().unwrap_or_else(|| first_answer.clone())
         });
-        let layer = build((c.configure)(builder(&clock)));
-        let svc = layer.layer(origin.service());
+        let layer = build((c.configure)(builder(&clock)), &work);
+        let svc = layer.layer(work.origin(origin.service()));
+        // Clones of the origin service that the layer keeps; a background revalidation holds one more.
+        let at_rest = work.origins();
 
         let (first, body) = send(&svc, get_with("/r", c.first)).await;
         assert_eq!(all(&first, "x-cache"), "MISS", "{}: first", c.name);
         assert_eq!(body, "payload", "{}", c.name);
 
         // A store that waits finishes the write on a spawned task: let it land.
-        settle(io).await;
+        settle(&work, at_rest).await;
         clock.advance(Duration::from_secs(c.advance));
         let second_headers: Vec<(String, String)> = pairs(c.second);
         let second_refs: Vec<(&str, &str)> = second_headers
@@ -1085,7 +1091,7 @@ async fn run_table<St: tower_kit_cache::Store>(
         );
         assert_eq!(body, want_body, "{}: body", c.name);
         // Background revalidation runs on its own task: let it finish.
-        settle(io).await;
+        settle(&work, at_rest).await;
         assert_eq!(origin.calls(), c.origin_calls, "{}: origin calls", c.name);
         if !c.origin_saw.is_empty() {
             let seen = origin.seen.lock().unwrap().last().cloned().unwrap();
@@ -1119,7 +1125,7 @@ async fn run_table<St: tower_kit_cache::Store>(
                 "{}: then Cache-Status",
                 c.name
             );
-            settle(io).await;
+            settle(&work, at_rest).await;
             assert_eq!(
                 origin.calls(),
                 then.origin_calls,
@@ -1130,17 +1136,227 @@ async fn run_table<St: tower_kit_cache::Store>(
     }
 }
 
-/// Lets spawned store writes and background revalidations finish (they never wait on timers; a remote store's
-/// round trips take up to `io`).
-async fn settle(io: Duration) {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
-    if !io.is_zero() {
-        tokio::time::sleep(io).await;
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
+/// Counts the cache's work that outlives a request: store calls in flight (a write the cache spawned) and clones of
+/// the origin service (a background revalidation holds one until it has stored what it got).
+#[derive(Clone, Default)]
+struct Work(Arc<WorkCounts>);
+
+#[derive(Default)]
+struct WorkCounts {
+    /// Store calls started (so that two quiet looks with a call in between are not taken for one quiet spell).
+    started: AtomicUsize,
+    in_flight: AtomicUsize,
+    origins: AtomicUsize,
+}
+
+impl Work {
+    /// `store`, with its calls counted.
+    fn count<St>(&self, store: St) -> CountedStore<St> {
+        CountedStore {
+            inner: store,
+            work: self.clone(),
         }
+    }
+
+    /// `origin`, with its live clones counted.
+    fn origin<S>(&self, origin: S) -> CountedOrigin<S> {
+        CountedOrigin {
+            inner: origin,
+            _live: Live::new(self),
+        }
+    }
+
+    fn origins(&self) -> usize {
+        self.0.origins.load(Ordering::SeqCst)
+    }
+
+    /// One store call, until the guard drops.
+    fn call(&self) -> InFlight {
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+struct InFlight(Work);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        (self.0).0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts itself among the live origin clones.
+struct Live(Work);
+
+impl Live {
+    fn new(work: &Work) -> Self {
+        work.0.origins.fetch_add(1, Ordering::SeqCst);
+        Self(work.clone())
+    }
+}
+
+impl Clone for Live {
+    fn clone(&self) -> Self {
+        Self::new(&self.0)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        (self.0).0.origins.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone)]
+struct CountedOrigin<S> {
+    inner: S,
+    _live: Live,
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for CountedOrigin<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+/// A store whose calls are counted in [`Work`]; it answers exactly as the store it wraps.
+struct CountedStore<St> {
+    inner: St,
+    work: Work,
+}
+
+impl<St: Store> Store for CountedStore<St> {
+    fn get(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<StoredValue>, StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.get(key);
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<StoredValue>, StoreError>> {
+        self.inner.get_now(key)
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: StoredValue,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.put(key, value, ttl);
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn remove(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.remove(key);
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn remove_prefix(&self, prefix: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.remove_prefix(prefix);
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn remove_tag(&self, tag: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.remove_tag(tag);
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.clear();
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn usage(&self) -> impl Future<Output = Result<StoreUsage, StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.usage();
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+
+    fn lease(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send {
+        let call = self.work.call();
+        let fut = self.inner.lease(key, ttl);
+        let work = self.work.clone();
+        async move {
+            let _call = call;
+            match fut.await? {
+                // Held lease: counted as in flight until the cache gives it back.
+                Lease::Acquired(release) => {
+                    let held = work.call();
+                    Ok(Lease::Acquired(LeaseRelease::new(move || {
+                        release.release();
+                        drop(held);
+                    })))
+                }
+                other => Ok(other),
+            }
+        }
+    }
+}
+
+/// Waits until the work counted in `work` is done: no store call in flight and no origin clone beyond the
+/// `at_rest` ones the layer keeps, seen twice in a row with no store call started in between (a task may end one
+/// call and start the next in the same poll). Fails after 10 s.
+async fn settle(work: &Work, at_rest: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut quiet_at: Option<usize> = None;
+    loop {
+        let started = work.0.started.load(Ordering::SeqCst);
+        let quiet = work.0.in_flight.load(Ordering::SeqCst) == 0 && work.origins() == at_rest;
+        match (quiet, quiet_at) {
+            (true, Some(at)) if at == started => return,
+            (true, _) => quiet_at = Some(started),
+            (false, _) => quiet_at = None,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache's background work (store writes, revalidation) did not finish within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -1155,18 +1371,15 @@ async fn rfc_table_on_redis() {
     let server = redis_server::RedisServer::start();
     let url = server.url();
     let n = AtomicUsize::new(0);
-    run_table(
-        |b| {
-            let prefix = format!("rfc{}:", n.fetch_add(1, Ordering::Relaxed));
-            let store = tower_kit_cache::RedisStore::builder(url.as_str())
-                .prefix(prefix)
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap();
-            b.store(store).build().unwrap()
-        },
-        Duration::from_millis(50),
-    )
+    run_table(|b, work| {
+        let prefix = format!("rfc{}:", n.fetch_add(1, Ordering::Relaxed));
+        let store = tower_kit_cache::RedisStore::builder(url.as_str())
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        b.store(work.count(store)).build().unwrap()
+    })
     .await;
 }
 
@@ -1177,19 +1390,16 @@ async fn rfc_table_on_tiered() {
     let server = redis_server::RedisServer::start();
     let url = server.url();
     let n = AtomicUsize::new(0);
-    run_table(
-        |b| {
-            let prefix = format!("tiered{}:", n.fetch_add(1, Ordering::Relaxed));
-            let l2 = tower_kit_cache::RedisStore::builder(url.as_str())
-                .prefix(prefix)
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap();
-            let store = tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), l2);
-            b.store(store).build().unwrap()
-        },
-        Duration::from_millis(50),
-    )
+    run_table(|b, work| {
+        let prefix = format!("tiered{}:", n.fetch_add(1, Ordering::Relaxed));
+        let l2 = tower_kit_cache::RedisStore::builder(url.as_str())
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let store = tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), l2);
+        b.store(work.count(store)).build().unwrap()
+    })
     .await;
 }
 

@@ -51,10 +51,11 @@ where
         match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
-                let head = guard.on_head(parts.status, &parts.headers);
+                let head =
+                    guard.on_head(parts.status, &parts.headers, this.server_timing.is_some());
                 let mut late = None;
                 if let Some(timing) = this.server_timing.take() {
-                    if let Some(value) = timing.seal_with("app", head) {
+                    if let Some(value) = timing.seal_with("app", head.unwrap_or_default()) {
                         parts.headers.append(SERVER_TIMING, value);
                     }
                     if *this.trailers {

@@ -2,9 +2,8 @@
 //! exactly once: at the end of the body, on a body or service error, or when dropped (client gone, panic).
 
 use crate::{
-    layer::Shared,
     method,
-    registry::{ErrorType, RecorderState, RouteSlot, SeriesKey},
+    registry::{Common, ErrorType, Rec, Registry, RouteSlot, SeriesKey},
 };
 use http::HeaderMap;
 use std::{
@@ -18,97 +17,131 @@ pub(crate) enum Route {
     /// Known at the call (axum's `MatchedPath`, the user's mapping, or `unmatched`).
     Known(Arc<RouteSlot>),
     /// A gRPC call: its path becomes the route once the service shows it implements the method.
-    GrpcPending(http::Uri),
+    GrpcPending(Box<GrpcPending>),
+}
+
+pub(crate) struct GrpcPending {
+    pub(crate) uri: http::Uri,
+    pub(crate) registry: Arc<Registry>,
 }
 
 pub(crate) struct RequestGuard {
-    shared: Arc<Shared>,
-    /// `None` when the layer records no metrics.
-    recorder: Option<Arc<RecorderState>>,
     route: Route,
+    /// `None` when the layer records no metrics.
+    recorder: Option<Rec>,
     /// Whether this request was counted in its route's stats `active` yet.
     stats_active: bool,
-    method: usize,
-    start: Instant,
-    head: Option<Duration>,
-    status: u16,
-    grpc: bool,
-    grpc_status: Option<u8>,
-    request_size: Option<u64>,
-    response_bytes: u64,
+    method: u8,
     /// Set while the inner future is being polled: a drop that finds it set was a panic unwinding through `poll`
     /// (tokio catches a task's panic and drops the future afterwards, when `thread::panicking()` is false again).
     pub(crate) polling: bool,
     finished: bool,
+    grpc: bool,
+    grpc_status: Option<u8>,
+    status: u16,
+    start: Instant,
+    /// Taken only when something needs it (the head histogram, `Server-Timing`).
+    head: Option<Duration>,
+    request_size: Option<u64>,
+    response_bytes: u64,
 }
 
 impl RequestGuard {
+    #[inline]
     pub(crate) fn start(
-        shared: Arc<Shared>,
-        recorder: Option<Arc<RecorderState>>,
+        recorder: Option<Rec>,
         route: Route,
         method: usize,
         grpc: bool,
         request_size: Option<u64>,
         start: Instant,
     ) -> Self {
-        if let Some(recorder) = &recorder {
-            recorder.active[method].increment(1.0);
-        }
         let mut guard = Self {
-            shared,
-            recorder,
             route,
+            recorder,
             stats_active: false,
-            method,
-            start,
-            head: None,
-            status: 0,
-            grpc,
-            grpc_status: None,
-            request_size,
-            response_bytes: 0,
+            // `method::COUNT` is 10.
+            method: method as u8,
             polling: false,
             finished: false,
+            grpc,
+            grpc_status: None,
+            status: 0,
+            start,
+            head: None,
+            request_size,
+            response_bytes: 0,
         };
+        let common = guard.common();
+        if let Some(recorder) = guard
+            .recorder
+            .as_ref()
+            .and_then(|r| common.recorders.get(r))
+        {
+            recorder.active[method].increment(1.0);
+        }
         guard.count_active();
         guard
     }
 
-    pub(crate) fn is_head_request(&self) -> bool {
-        self.method == method::HEAD
+    #[inline]
+    fn common(&self) -> &Common {
+        match &self.route {
+            Route::Known(slot) => &slot.common,
+            Route::GrpcPending(pending) => &pending.registry.common,
+        }
     }
 
+    pub(crate) fn is_head_request(&self) -> bool {
+        usize::from(self.method) == method::HEAD
+    }
+
+    #[inline]
     fn count_active(&mut self) {
-        if self.shared.config.stats
-            && let Route::Known(slot) = &self.route
+        if let Route::Known(slot) = &self.route
+            && slot.common.config.stats
         {
-            slot.method(self.method).stats.active.fetch_add(1, Relaxed);
+            slot.method(usize::from(self.method))
+                .stats
+                .active
+                .fetch_add(1, Relaxed);
             self.stats_active = true;
         }
     }
 
-    /// The response head is ready: note the time, the status and (for gRPC) whether the method exists.
-    pub(crate) fn on_head(&mut self, status: http::StatusCode, headers: &HeaderMap) -> Duration {
-        let elapsed = self.start.elapsed();
-        self.head = Some(elapsed);
+    /// The response head is ready: note the status and (for gRPC) whether the method exists, and the time when the
+    /// head histogram records it or `server_timing` asks for it (which is then returned).
+    #[inline]
+    pub(crate) fn on_head(
+        &mut self,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+        server_timing: bool,
+    ) -> Option<Duration> {
+        let config = &self.common().config;
+        if server_timing || (config.metrics && config.head_duration) {
+            self.head = Some(self.start.elapsed());
+        }
         self.status = status.as_u16();
         if self.grpc {
             self.grpc_status = grpc::status_code(headers);
         }
-        if let Route::GrpcPending(uri) = &self.route {
-            // A trailers-only UNIMPLEMENTED answer means no such method: its path must not become a label value.
-            let slot = if self.grpc_status == Some(12) {
-                Arc::clone(&self.shared.registry.unmatched)
-            } else {
-                self.shared
-                    .registry
-                    .route(uri.path(), self.recorder.as_deref())
-            };
-            self.route = Route::Known(slot);
-            self.count_active();
+        if let Route::GrpcPending(pending) = &self.route {
+            self.grpc_route(pending.uri.path().to_owned(), Arc::clone(&pending.registry));
         }
-        elapsed
+        self.head
+    }
+
+    #[cold]
+    fn grpc_route(&mut self, path: String, registry: Arc<Registry>) {
+        // A trailers-only UNIMPLEMENTED answer means no such method: its path must not become a label value.
+        let slot = if self.grpc_status == Some(12) {
+            Arc::clone(&registry.unmatched)
+        } else {
+            registry.route(&path, self.recorder.as_ref())
+        };
+        self.route = Route::Known(slot);
+        self.count_active();
     }
 
     fn finish(&mut self, error: ErrorType) {
@@ -116,36 +149,37 @@ impl RequestGuard {
             return;
         }
         let total = self.start.elapsed();
-        if let Some(recorder) = &self.recorder {
-            recorder.active[self.method].decrement(1.0);
-        }
-        let registry = &self.shared.registry;
-        let route = match &self.route {
-            Route::Known(slot) => Arc::clone(slot),
+        let method = usize::from(self.method);
+        let route: &RouteSlot = match &self.route {
+            Route::Known(slot) => slot,
             // No head ever came: we cannot tell whether the method exists.
-            Route::GrpcPending(_) => Arc::clone(&registry.unmatched),
+            Route::GrpcPending(pending) => &pending.registry.unmatched,
         };
+        let common = &*route.common;
+        let config = &common.config;
         let error = match error {
             ErrorType::None if self.status >= 500 => ErrorType::Status,
             other => other,
         };
-        let key = SeriesKey {
-            status: self.status,
-            error,
-            grpc_status: self.grpc_status,
-        };
-        let config = &self.shared.config;
-        if let Some(recorder) = &self.recorder {
+        if let Some(recorder) = self.recorder.as_ref().and_then(|r| common.recorders.get(r)) {
+            recorder.active[method].decrement(1.0);
+            let key = SeriesKey {
+                status: self.status,
+                error,
+                grpc_status: self.grpc_status,
+            };
             let (head, req, resp) = (self.head, self.request_size, self.response_bytes);
-            registry.with_series(&route, self.method, key, recorder, |series| {
+            route.with_series(method, key, recorder, |series| {
                 series.duration.record(total.as_secs_f64());
-                if let Some(head) = head {
-                    series.head_duration.record(head.as_secs_f64());
+                if let (Some(histogram), Some(head)) = (&series.head_duration, head) {
+                    histogram.record(head.as_secs_f64());
                 }
-                if let Some(req) = req {
-                    series.request_size.record(req as f64);
+                if let (Some(histogram), Some(req)) = (&series.request_size, req) {
+                    histogram.record(req as f64);
                 }
-                series.response_size.record(resp as f64);
+                if let Some(histogram) = &series.response_size {
+                    histogram.record(resp as f64);
+                }
             });
         }
         let is_error = error != ErrorType::None
@@ -153,7 +187,7 @@ impl RequestGuard {
                 .grpc_status
                 .is_some_and(|c| matches!(c, 2 | 4 | 12 | 13 | 14 | 15));
         if config.stats {
-            let stats = &route.method(self.method).stats;
+            let stats = &route.method(method).stats;
             if self.stats_active {
                 stats.active.fetch_sub(1, Relaxed);
             }
@@ -165,21 +199,33 @@ impl RequestGuard {
         if let Some(threshold) = threshold
             && total >= threshold
         {
-            tracing::warn!(
-                http.request.method = method::LABELS[self.method],
-                http.route = &*route.name,
-                http.response.status_code = self.status,
-                error.type = ?error,
-                duration_ms = total.as_secs_f64() * 1000.0,
-                threshold_ms = threshold.as_secs_f64() * 1000.0,
-                "slow request"
-            );
+            slow_request(route, method, self.status, error, total, threshold);
         }
     }
 
     pub(crate) fn service_error(mut self) {
         self.finish(ErrorType::ServiceError);
     }
+}
+
+#[cold]
+fn slow_request(
+    route: &RouteSlot,
+    method: usize,
+    status: u16,
+    error: ErrorType,
+    total: Duration,
+    threshold: Duration,
+) {
+    tracing::warn!(
+        http.request.method = method::LABELS[method],
+        http.route = &*route.name,
+        http.response.status_code = status,
+        error.type = ?error,
+        duration_ms = total.as_secs_f64() * 1000.0,
+        threshold_ms = threshold.as_secs_f64() * 1000.0,
+        "slow request"
+    );
 }
 
 impl BodyObserver for RequestGuard {

@@ -33,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) slow_for: Option<Arc<SlowFn>>,
     pub(crate) metrics: bool,
+    pub(crate) head_duration: bool,
+    pub(crate) body_sizes: bool,
     pub(crate) stats: bool,
 }
 
@@ -51,12 +53,6 @@ impl Config {
     }
 }
 
-/// What every service of one layer shares: the configuration, the label registry and the stats.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) registry: Arc<Registry>,
-}
-
 /// Times requests and records OpenTelemetry-named metrics, optional `Server-Timing`, a slow-request log and
 /// in-process statistics. See the [crate docs](crate).
 ///
@@ -66,12 +62,12 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 #[must_use]
 pub struct TimingLayer {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl fmt::Debug for TimingLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.shared.config;
+        let c = &self.registry.common.config;
         f.debug_struct("TimingLayer")
             .field("route_fn", &c.route_fn.is_some())
             .field(
@@ -84,6 +80,8 @@ impl fmt::Debug for TimingLayer {
             )
             .field("slow_threshold", &c.slow_threshold)
             .field("metrics", &c.metrics)
+            .field("head_duration", &c.head_duration)
+            .field("body_sizes", &c.body_sizes)
             .field("stats", &c.stats)
             .finish_non_exhaustive()
     }
@@ -96,8 +94,10 @@ impl Default for TimingLayer {
 }
 
 impl TimingLayer {
-    /// The default configuration: metrics and stats on, route from axum's `MatchedPath` (else `unmatched`), at most
-    /// 1000 route values, no `Server-Timing`, slow-request warnings from 1 s.
+    /// The default configuration: metrics (`http.server.request.duration` and `http.server.active_requests`) and
+    /// stats on, route from axum's `MatchedPath` (else `unmatched`), at most 1000 route values, no `Server-Timing`,
+    /// slow-request warnings from 1 s. The time-to-head and body-size histograms are opt-in:
+    /// [`head_duration`](TimingLayerBuilder::head_duration), [`body_sizes`](TimingLayerBuilder::body_sizes).
     pub fn new() -> Self {
         match Self::builder().build() {
             Ok(layer) => layer,
@@ -122,13 +122,15 @@ impl TimingLayer {
             slow_threshold: Some(DEFAULT_SLOW_THRESHOLD),
             slow_for: None,
             metrics: true,
+            head_duration: false,
+            body_sizes: false,
             stats: true,
         }
     }
 
     /// A handle on this layer's statistics (shared by every service the layer makes).
     pub fn stats(&self) -> StatsHandle {
-        StatsHandle::new(Arc::clone(&self.shared.registry))
+        StatsHandle::new(Arc::clone(&self.registry))
     }
 }
 
@@ -136,7 +138,7 @@ impl<S> tower_layer::Layer<S> for TimingLayer {
     type Service = Timing<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timing::new(inner, Arc::clone(&self.shared))
+        Timing::new(inner, Arc::clone(&self.registry))
     }
 }
 
@@ -149,6 +151,8 @@ pub struct TimingLayerBuilder {
     slow_threshold: Option<Duration>,
     slow_for: Option<Arc<SlowFn>>,
     metrics: bool,
+    head_duration: bool,
+    body_sizes: bool,
     stats: bool,
 }
 
@@ -228,6 +232,22 @@ impl TimingLayerBuilder {
         self
     }
 
+    /// Also record `http.server.request.head_duration`: the time until the inner service returned the response head
+    /// (time to first byte), as a second histogram with the same labels. Default: off (it costs one more histogram
+    /// sample per request; see the benchmarks chapter of the book).
+    pub fn head_duration(mut self, on: bool) -> Self {
+        self.head_duration = on;
+        self
+    }
+
+    /// Also record `http.server.request.body.size` (from the request's `Content-Length`) and
+    /// `http.server.response.body.size` (bytes produced), histograms with the same labels. OpenTelemetry lists both
+    /// as opt-in. Default: off (two more histogram samples per request).
+    pub fn body_sizes(mut self, on: bool) -> Self {
+        self.body_sizes = on;
+        self
+    }
+
     /// Keep in-process statistics for the [`StatsHandle`]. Default: on.
     pub fn stats(mut self, on: bool) -> Self {
         self.stats = on;
@@ -245,19 +265,28 @@ impl TimingLayerBuilder {
                 ),
             ));
         }
+        let max_label_values = self.max_label_values;
         Ok(TimingLayer {
-            shared: Arc::new(Shared {
-                config: Config {
-                    route_fn: self.route_fn,
-                    server_timing: self.server_timing,
-                    slow_threshold: self.slow_threshold,
-                    slow_for: self.slow_for,
-                    metrics: self.metrics,
-                    stats: self.stats,
-                },
-                registry: Arc::new(Registry::new(self.max_label_values)),
-            }),
+            registry: Arc::new(Registry::new(max_label_values, self.into_config())),
         })
+    }
+
+    fn into_config(self) -> Config {
+        Config {
+            route_fn: self.route_fn,
+            server_timing: self.server_timing,
+            slow_threshold: self.slow_threshold,
+            slow_for: self.slow_for,
+            metrics: self.metrics,
+            head_duration: self.head_duration,
+            body_sizes: self.body_sizes,
+            stats: self.stats,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn config_for_tests(self) -> Config {
+        self.into_config()
     }
 }
 

@@ -8,10 +8,10 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `http.server.request.duration` (s) | histogram, to end of body | method, route, status, `error.type`, gRPC status |
-//! | `http.server.request.head_duration` (s) | histogram, to the head | same |
-//! | `http.server.request.body.size` (bytes) | histogram, from `Content-Length` | same |
-//! | `http.server.response.body.size` (bytes) | histogram, bytes produced | same |
 //! | `http.server.active_requests` | gauge, until end of body | method |
+//! | `http.server.request.head_duration` (s) | histogram, to the head; opt-in: [`head_duration`](TimingLayerBuilder::head_duration) | same as duration |
+//! | `http.server.request.body.size` (bytes) | histogram, from `Content-Length`; opt-in: [`body_sizes`](TimingLayerBuilder::body_sizes) | same as duration |
+//! | `http.server.response.body.size` (bytes) | histogram, bytes produced; opt-in: [`body_sizes`](TimingLayerBuilder::body_sizes) | same as duration |
 //! | `tower_kit.timing.label_overflow` | counter | `label` |
 //!
 //! Label names and values are in [`names`]. The route label is axum's `MatchedPath`, else your

@@ -2,9 +2,10 @@
 
 use crate::{
     future::ResponseFuture,
-    guard::{RequestGuard, Route},
-    layer::{RequestInfo, ServerTimingMode, Shared},
+    guard::{GrpcPending, RequestGuard, Route},
+    layer::{RequestInfo, ServerTimingMode},
     method,
+    registry::Registry,
 };
 use http::{Request, Response};
 use std::{
@@ -19,7 +20,7 @@ use tower_kit_core::{ServerTiming, accepts_trailers, content_length, grpc};
 #[derive(Clone)]
 pub struct Timing<S> {
     inner: S,
-    shared: Arc<Shared>,
+    registry: Arc<Registry>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Timing<S> {
@@ -31,8 +32,8 @@ impl<S: fmt::Debug> fmt::Debug for Timing<S> {
 }
 
 impl<S> Timing<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, registry: Arc<Registry>) -> Self {
+        Self { inner, registry }
     }
 
     /// The inner service.
@@ -67,11 +68,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
-        let shared = &self.shared;
-        let config = &shared.config;
-        let registry = &shared.registry;
+        let registry = &self.registry;
+        let common = &*registry.common;
+        let config = &common.config;
         // No recorder lookup and no gauge when the layer records no metrics.
-        let recorder = config.metrics.then(|| registry.recorder());
+        let recorder = config.metrics.then(|| common.recorders.current());
         let method_index = method::index(req.method());
         let is_grpc = grpc::is_grpc(req.headers());
 
@@ -82,10 +83,13 @@ where
             extensions: req.extensions(),
         };
         let route = match matched_path(&req) {
-            Some(path) => Route::Known(registry.route(path, recorder.as_deref())),
+            Some(path) => Route::Known(registry.route(path, recorder.as_ref())),
             None => match config.route_fn.as_ref().and_then(|f| f(&info())) {
-                Some(name) => Route::Known(registry.route(&name, recorder.as_deref())),
-                None if is_grpc => Route::GrpcPending(req.uri().clone()),
+                Some(name) => Route::Known(registry.route(&name, recorder.as_ref())),
+                None if is_grpc => Route::GrpcPending(Box::new(GrpcPending {
+                    uri: req.uri().clone(),
+                    registry: Arc::clone(registry),
+                })),
                 None => Route::Known(Arc::clone(&registry.unmatched)),
             },
         };
@@ -105,15 +109,13 @@ where
             req.extensions_mut().insert(timing.clone());
             timing
         });
-        let guard = RequestGuard::start(
-            Arc::clone(shared),
-            recorder,
-            route,
-            method_index,
-            is_grpc,
-            content_length(req.headers()),
-            start,
-        );
+        let request_size = if config.metrics && config.body_sizes {
+            content_length(req.headers())
+        } else {
+            None
+        };
+        let guard =
+            RequestGuard::start(recorder, route, method_index, is_grpc, request_size, start);
         ResponseFuture {
             inner: self.inner.call(req),
             guard: Some(guard),

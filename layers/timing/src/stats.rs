@@ -67,6 +67,9 @@ impl StatsSeries {
         }
     }
 
+    /// Three atomic adds in the common case: the count, the total and a bucket. Minimum and maximum are read first
+    /// and written only when they change, which after the first requests is rare.
+    #[inline]
     pub(crate) fn record(&self, duration: Duration, error: bool) {
         let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Relaxed);
@@ -74,8 +77,12 @@ impl StatsSeries {
             self.errors.fetch_add(1, Relaxed);
         }
         self.total_us.fetch_add(us, Relaxed);
-        self.min_us.fetch_min(us, Relaxed);
-        self.max_us.fetch_max(us, Relaxed);
+        if us < self.min_us.load(Relaxed) {
+            self.min_us.fetch_min(us, Relaxed);
+        }
+        if us > self.max_us.load(Relaxed) {
+            self.max_us.fetch_max(us, Relaxed);
+        }
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
     }
 

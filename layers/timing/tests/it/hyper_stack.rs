@@ -26,7 +26,8 @@ fn endless() -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>,
 async fn a_client_that_disconnects_mid_body_is_recorded_as_aborted() {
     let m = Metrics::new();
     let _g = m.install();
-    let (layer, stats) = TimingLayer::pair();
+    let layer = TimingLayer::builder().body_sizes(true).build().unwrap();
+    let stats = layer.stats();
     let svc = tower::Layer::layer(
         &layer,
         service_fn(|_: Request<hyper::body::Incoming>| async {

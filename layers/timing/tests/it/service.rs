@@ -418,7 +418,12 @@ async fn late_server_timing_entries_go_in_a_trailer_only_when_asked_for() {
 async fn sizes_and_stats() {
     let m = Metrics::new();
     let _g = m.install();
-    let (layer, stats) = TimingLayer::pair();
+    let layer = TimingLayer::builder()
+        .body_sizes(true)
+        .head_duration(true)
+        .build()
+        .unwrap();
+    let stats = layer.stats();
     let svc = tower::Layer::layer(&layer, ok_service());
     for _ in 0..10 {
         let req = Request::post("/")
@@ -432,6 +437,10 @@ async fn sizes_and_stats() {
     let resp_sizes = m.series(names::RESPONSE_BODY_SIZE);
     assert_eq!(req_sizes[0].1.samples(), [42.0; 10]);
     assert_eq!(resp_sizes[0].1.samples(), [5.0; 10]);
+    assert_eq!(
+        m.series(names::REQUEST_HEAD_DURATION)[0].1.samples().len(),
+        10
+    );
     let snapshot = stats.snapshot();
     let route = snapshot.get("unmatched", "POST").unwrap();
     assert_eq!((route.count, route.errors, route.active), (10, 0, 0));
@@ -526,4 +535,27 @@ async fn with_metrics_off_nothing_reaches_the_recorder_but_stats_count() {
     let snapshot = stats.snapshot();
     assert_eq!(snapshot.get("/a", "GET").unwrap().count, 1);
     assert_eq!(snapshot.get(names::OTHER_ROUTE, "GET").unwrap().count, 1);
+}
+
+#[tokio::test]
+async fn head_and_size_histograms_are_opt_in() {
+    let m = Metrics::new();
+    let _g = m.install();
+    let svc = tower::Layer::layer(&TimingLayer::new(), ok_service());
+    for _ in 0..3 {
+        let req = Request::post("/")
+            .header("content-length", "42")
+            .body(())
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(m.series(names::REQUEST_DURATION)[0].1.samples().len(), 3);
+    for name in [
+        names::REQUEST_HEAD_DURATION,
+        names::REQUEST_BODY_SIZE,
+        names::RESPONSE_BODY_SIZE,
+    ] {
+        assert!(m.series(name).is_empty(), "{name} recorded by default");
+    }
 }

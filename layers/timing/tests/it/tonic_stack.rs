@@ -116,9 +116,16 @@ async fn grpc_status_and_method_route() {
         let err = call(&channel, "/test.Echo/Nope", "x").await.unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
     }
-    // The client has its answers once the trailers arrived; give the server a moment to finish its bodies.
-    for _ in 0..100 {
-        if stats.snapshot().active == 0 && m.series(names::REQUEST_DURATION).len() == 3 {
+    // The client has its answers once the trailers arrived; give the server time (up to 10 s on a loaded machine)
+    // to finish its bodies and record all five calls.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let recorded: usize = m
+            .series(names::REQUEST_DURATION)
+            .into_iter()
+            .map(|(_, v)| v.count())
+            .sum();
+        if stats.snapshot().active == 0 && recorded == 5 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
