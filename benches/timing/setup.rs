@@ -43,5 +43,11 @@ pub(crate) fn variants() -> (Vec<(&'static str, Router)>, PrometheusHandle) {
         ),
         ("axum-prometheus", router().layer(prometheus_layer)),
     ];
+    // `with_state(())` turns each handler into its route once, with the layers applied, as `axum::serve` does
+    // (through `into_make_service`). Called without it, a `Router` re-applies every layer on every request.
+    let variants = variants
+        .into_iter()
+        .map(|(name, router)| (name, router.with_state(())))
+        .collect();
     (variants, handle)
 }

@@ -8,8 +8,11 @@ use crate::{
 use http::HeaderMap;
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::{Duration, Instant},
+    time::Duration,
 };
+// The TSC clock where the CPU has a reliable one (about 10 ns a read against 25 ns for `std` on the development
+// machine), else the OS monotonic clock.
+use quanta::Instant;
 use tower_kit_core::{BodyEnd, BodyObserver, grpc};
 
 /// Where the route label comes from.

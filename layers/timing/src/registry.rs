@@ -352,6 +352,8 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(max_values: usize, config: Config) -> Self {
+        // quanta calibrates its clock on first use (under a millisecond here): do it now, not on a request.
+        let _ = quanta::Instant::now();
         let common = Arc::new(Common {
             config,
             recorders: Recorders::new(),

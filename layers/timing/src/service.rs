@@ -12,7 +12,6 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
 };
 use tower_kit_core::{ServerTiming, accepts_trailers, content_length, grpc};
 
@@ -67,7 +66,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
+        let start = quanta::Instant::now();
         let registry = &self.registry;
         let common = &*registry.common;
         let config = &common.config;

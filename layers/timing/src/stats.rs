@@ -45,7 +45,6 @@ fn bucket_bounds(index: usize) -> (u64, u64) {
 
 /// Counters for one (route, method).
 pub(crate) struct StatsSeries {
-    count: AtomicU64,
     errors: AtomicU64,
     total_us: AtomicU64,
     min_us: AtomicU64,
@@ -57,7 +56,6 @@ pub(crate) struct StatsSeries {
 impl StatsSeries {
     pub(crate) fn new() -> Self {
         Self {
-            count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             total_us: AtomicU64::new(0),
             min_us: AtomicU64::new(u64::MAX),
@@ -67,12 +65,11 @@ impl StatsSeries {
         }
     }
 
-    /// Three atomic adds in the common case: the count, the total and a bucket. Minimum and maximum are read first
-    /// and written only when they change, which after the first requests is rare.
+    /// Two atomic adds in the common case: the total and a bucket (the count is the buckets' sum). Minimum and
+    /// maximum are read first and written only when they change, which after the first requests is rare.
     #[inline]
     pub(crate) fn record(&self, duration: Duration, error: bool) {
         let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        self.count.fetch_add(1, Relaxed);
         if error {
             self.errors.fetch_add(1, Relaxed);
         }
@@ -87,7 +84,6 @@ impl StatsSeries {
     }
 
     fn reset(&self) {
-        self.count.store(0, Relaxed);
         self.errors.store(0, Relaxed);
         self.total_us.store(0, Relaxed);
         self.min_us.store(u64::MAX, Relaxed);
@@ -100,7 +96,7 @@ impl StatsSeries {
     fn snapshot(&self, route: &str, method: &'static str) -> RouteStats {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let in_buckets: u64 = counts.iter().sum();
-        let count = self.count.load(Relaxed);
+        let count = in_buckets;
         let (min, max) = (self.min_us.load(Relaxed), self.max_us.load(Relaxed));
         let total = self.total_us.load(Relaxed);
         let ms = |us: u64| us as f64 / 1000.0;
