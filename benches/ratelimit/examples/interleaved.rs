@@ -1,7 +1,8 @@
 //! The `bench-ratelimit` variants measured interleaved (each variant in turn, 41 rounds of 50 000 requests,
 //! medians), which is steadier than criterion on a busy machine:
 //! `cargo run --release -p bench-ratelimit --example interleaved`. With an argument `kit`, `gov` or `bare` it runs
-//! that one variant alone (5 000 000 requests), for `perf record`.
+//! that one variant alone (5 000 000 requests, or the count given as a second argument), for `perf record` or
+//! `valgrind --tool=callgrind` (`id` runs the identity-layer router).
 #![allow(missing_docs)]
 
 #[path = "../routers.rs"]
@@ -16,9 +17,14 @@ fn main() {
         let mut r = match mode.as_str() {
             "kit" => with_kit(false),
             "gov" => with_governor(),
+            "id" => with_identity(),
             _ => base(),
         };
-        for _ in 0..5_000_000 {
+        let n: u64 = std::env::args()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(5_000_000);
+        for _ in 0..n {
             send(&mut r);
         }
         return;
@@ -31,7 +37,11 @@ fn main() {
         ("tower_kit_headers", with_kit(true)),
         ("tower_kit_policy_body", with_kit_policy_body()),
     ];
-    let rounds = 41;
+    // More rounds (`ROUNDS=201`) steady the medians on a busy machine.
+    let rounds = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(41);
     let n = 50_000;
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..rounds {

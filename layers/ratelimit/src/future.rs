@@ -33,6 +33,8 @@ pin_project! {
         M: BodyMode<B>,
     {
         Immediate { response: Option<Response<M::Body>> },
+        // Admitted with no headers to add: the common case, kept free of the header list.
+        Pass { #[pin] fut: F },
         Inner { #[pin] fut: F, headers: Vec<(HeaderName, HeaderValue)> },
         Boxed { fut: BoxedResponse<M::Body, E> },
     }
@@ -47,7 +49,20 @@ impl<F, B, E, M: BodyMode<B>> ResponseFuture<F, B, E, M> {
         }
     }
 
+    #[inline]
+    pub(crate) fn pass(fut: F) -> Self {
+        Self {
+            state: State::Pass { fut },
+        }
+    }
+
+    #[inline]
     pub(crate) fn inner(fut: F, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        if headers.is_empty() {
+            return Self {
+                state: State::Pass { fut },
+            };
+        }
         Self {
             state: State::Inner { fut, headers },
         }
@@ -89,12 +104,17 @@ where
 {
     type Output = Result<Response<M::Body>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Immediate { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => panic!("ResponseFuture polled after completion"),
             },
+            StateProj::Pass { fut } => {
+                let response = ready!(fut.poll(cx))?;
+                Poll::Ready(Ok(response.map(M::inner)))
+            }
             StateProj::Inner { fut, headers } => {
                 let response = ready!(fut.poll(cx))?;
                 Poll::Ready(Ok(finish::<B, M>(response, std::mem::take(headers))))

@@ -82,6 +82,7 @@ impl Key {
 
     /// An address; IPv4-mapped IPv6 becomes IPv4, and IPv6 is masked to its first `ipv6_prefix` bits
     /// (clamped to 1..=128), so one client's rotating addresses share a key.
+    #[inline]
     pub fn from_ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Self::raw(KeyKind::Ipv4, u128::from(u32::from(v4))),
@@ -131,14 +132,25 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The key as three words for hashing: the value's low and high halves, and the scope mixed with the kind and
+    /// prefix. Equal keys give equal words; equality still compares every field.
+    #[inline]
+    pub(crate) fn words(&self) -> (u64, u64, u64) {
+        (
+            self.value as u64,
+            (self.value >> 64) as u64,
+            self.scope ^ (u64::from(self.kind as u8) << 56) ^ (u64::from(self.prefix) << 48),
+        )
+    }
+}
+
 impl std::hash::Hash for Key {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // Two writes instead of four (this is on every request's path); equality still compares every field.
         state.write_u128(self.value);
-        state.write_u64(
-            self.scope ^ (u64::from(self.kind as u8) << 56) ^ (u64::from(self.prefix) << 48),
-        );
+        state.write_u64(self.words().2);
     }
 }
 
@@ -331,9 +343,16 @@ impl KeyExtractor {
 
     #[inline]
     pub(crate) fn extract_head(&self, head: &Head<'_>) -> Option<Key> {
+        // The default extractor (peer IP, no fallback, no route scope) is small enough to inline into the layer.
+        if let (Source::PeerIp, None, false) = (&self.source, &self.fallback, self.per_route) {
+            return peer_ip(head.extensions).map(|ip| Key::from_ip(ip, self.ipv6_prefix));
+        }
+        self.extract_any(head)
+    }
+
+    fn extract_any(&self, head: &Head<'_>) -> Option<Key> {
         let key = match &self.source {
-            Source::PeerIp => tower_kit_core::client_addr(head.extensions)
-                .map(|a| Key::from_ip(a.ip(), self.ipv6_prefix)),
+            Source::PeerIp => peer_ip(head.extensions).map(|ip| Key::from_ip(ip, self.ipv6_prefix)),
             Source::ClientIp(trusted) => tower_kit_core::client_addr(head.extensions)
                 .map(|a| Key::from_ip(trusted.client_ip(a.ip(), head.headers), self.ipv6_prefix)),
             Source::Header(name) => head
@@ -355,6 +374,20 @@ impl KeyExtractor {
             key
         })
     }
+}
+
+/// The peer address, as `tower_kit_core::client_addr` finds it. Under axum the `ConnectInfo` it looks at first is
+/// read here directly: the common case then costs one extension lookup (the address is made canonical by
+/// [`Key::from_ip`]).
+#[inline]
+fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(addr.ip());
+    }
+    tower_kit_core::client_addr(extensions).map(|a| a.ip())
 }
 
 /// A route name for [`KeyExtractor::per_route`] in stacks without axum: insert it as a request extension (from your
@@ -427,6 +460,34 @@ mod tests {
         assert!(KeyExtractor::peer_ip().ipv6_prefix(0).is_err());
         assert!(KeyExtractor::peer_ip().ipv6_prefix(129).is_err());
         assert_eq!(k.extract(&parts_from(None, &[])), None);
+    }
+
+    /// axum's `ConnectInfo` (read directly on the default path) gives the same keys as a `SocketAddr` extension:
+    /// IPv4-mapped addresses become IPv4, IPv6 is grouped, and it is preferred when both are present.
+    #[cfg(feature = "axum")]
+    #[test]
+    fn connect_info_peer_is_canonical_and_preferred() {
+        let with_connect_info = |addr: &str| {
+            let mut parts = parts_from(None, &[]);
+            parts.extensions.insert(axum::extract::ConnectInfo(
+                addr.parse::<SocketAddr>().unwrap(),
+            ));
+            parts
+        };
+        let k = KeyExtractor::peer_ip();
+        let mapped = k
+            .extract(&with_connect_info("[::ffff:192.0.2.1]:1"))
+            .unwrap();
+        assert_eq!(mapped, Key::from_ip("192.0.2.1".parse().unwrap(), 64));
+        assert_eq!(mapped.kind(), KeyKind::Ipv4);
+        assert_eq!(
+            k.extract(&with_connect_info("[2001:db8:1:2::1]:1")),
+            k.extract(&parts_from(Some("[2001:db8:1:2:ffff::9]:1"), &[]))
+        );
+        let mut both = with_connect_info("192.0.2.1:1");
+        both.extensions
+            .insert("198.51.100.1:1".parse::<SocketAddr>().unwrap());
+        assert_eq!(k.extract(&both), Some(mapped));
     }
 
     #[test]

@@ -154,6 +154,16 @@ pub(crate) struct Config<St> {
     pub(crate) fixed_policy_header: Option<http::HeaderValue>,
     /// Whether a user closure reads the whole `Parts`, so the request must be split (otherwise it is read in place).
     pub(crate) needs_parts: bool,
+    /// Set when the layer has one policy with a fixed quota and no closure over `Parts`: such a request needs no
+    /// plan (the common configuration, decided on a shorter path).
+    pub(crate) single: Option<Single>,
+}
+
+/// The one check of a layer with a single fixed-quota policy (see [`Config::single`]).
+pub(crate) struct Single {
+    pub(crate) id: PolicyId,
+    pub(crate) quota: Quota,
+    pub(crate) key: KeyExtractor,
 }
 
 /// Keyed GCRA rate limiting as a tower [`Layer`]: see the [crate docs](crate).
@@ -441,6 +451,17 @@ impl<St> RateLimitBuilder<St> {
                 matches!(p.quota, QuotaSource::PerRequest(_))
                     || p.key.as_ref().is_some_and(|k| k.needs_parts())
             });
+        let single = match &*policies {
+            [p] if !needs_parts => match &p.quota {
+                QuotaSource::Fixed(quota) => Some(Single {
+                    id: p.id,
+                    quota: *quota,
+                    key: p.key.clone().unwrap_or_else(|| self.key.clone()),
+                }),
+                QuotaSource::PerRequest(_) => None,
+            },
+            _ => None,
+        };
         Ok(RateLimitLayer {
             _mode: PhantomData,
             config: Arc::new(Config {
@@ -459,6 +480,7 @@ impl<St> RateLimitBuilder<St> {
                 warned_unknown: AtomicBool::new(false),
                 fixed_policy_header,
                 needs_parts,
+                single,
             }),
         })
     }

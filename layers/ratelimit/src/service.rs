@@ -4,7 +4,7 @@ use crate::{
     BodyMode, Key, ResponseFuture, WrapBody,
     headers::{self, PolicyState, ceil_secs},
     key::Head,
-    layer::{Config, QuotaSource, Refusal, StoreFailure},
+    layer::{Config, QuotaSource, Refusal, Single, StoreFailure},
     metrics,
     store::{Check, CheckRequest, Decision, MAX_POLICIES, RateLimitStore},
 };
@@ -87,6 +87,18 @@ const PLACEHOLDER: Check = Check {
 };
 
 impl Plan {
+    /// The plan of a request checked against the layer's only policy, at cost 1.
+    fn single(check: Check) -> Self {
+        let mut checks = [PLACEHOLDER; MAX_POLICIES];
+        checks[0] = check;
+        Self {
+            checks,
+            policy_index: [0; MAX_POLICIES],
+            len: 1,
+            cost: 1,
+        }
+    }
+
     fn request(&self) -> CheckRequest<'_> {
         CheckRequest {
             checks: &self.checks[..self.len],
@@ -97,6 +109,8 @@ impl Plan {
 
 /// Where a request stands after `start`.
 pub(crate) enum Start<B, F> {
+    /// Admitted, nothing to add to the response.
+    Pass,
     Refuse(Response<B>),
     Admit(Vec<(HeaderName, HeaderValue)>),
     /// The store answers later: its future and the plan.
@@ -132,17 +146,12 @@ impl<St: RateLimitStore> Config<St> {
                     None => continue,
                 },
             };
-            let key = p.key.as_ref().unwrap_or(&self.key).extract_head(head).unwrap_or_else(|| {
-                if !self.warned_unknown.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        policy = %p.name,
-                        "rate limit: no key found for a request (no peer address recorded? serve axum with \
-                         into_make_service_with_connect_info::<SocketAddr>()); such requests share one `unknown` \
-                         bucket. Logged once."
-                    );
-                }
-                Key::UNKNOWN
-            });
+            let key = p
+                .key
+                .as_ref()
+                .unwrap_or(&self.key)
+                .extract_head(head)
+                .unwrap_or_else(|| self.unknown_key(&p.name));
             plan.checks[plan.len] = Check {
                 policy: p.id,
                 key,
@@ -152,6 +161,64 @@ impl<St: RateLimitStore> Config<St> {
             plan.len += 1;
         }
         plan
+    }
+
+    /// The key of a request for which no key was found: the shared `unknown` bucket (with a warning, once).
+    #[cold]
+    fn unknown_key(&self, policy: &str) -> Key {
+        if !self.warned_unknown.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                policy = %policy,
+                "rate limit: no key found for a request (no peer address recorded? serve axum with \
+                 into_make_service_with_connect_info::<SocketAddr>()); such requests share one `unknown` \
+                 bucket. Logged once."
+            );
+        }
+        Key::UNKNOWN
+    }
+
+    /// The check of a request to a layer with a single fixed-quota policy and no closure over `Parts`.
+    #[inline]
+    fn single_check(&self, single: &Single, head: &Head<'_>) -> Check {
+        let key = match single.key.extract_head(head) {
+            Some(key) => key,
+            None => self.unknown_key(self.policies.first().map_or("", |p| &*p.name)),
+        };
+        Check {
+            policy: single.id,
+            key,
+            quota: single.quota,
+        }
+    }
+
+    /// The admitted request of a single-policy layer that adds no headers: count it.
+    #[inline]
+    fn count_single_admitted(&self) {
+        if let Some(policy) = self.policies.first() {
+            metrics::increment(&policy.metrics.admitted);
+        }
+    }
+
+    /// [`start`](Self::start) for a single-policy layer (see [`single_check`](Self::single_check)) once the store's
+    /// shortcut declined: the full decision, a plan only when it is needed (refusal, headers, a store that answers
+    /// later).
+    fn start_single<B: From<Bytes>>(&self, check: Check, head: &Head<'_>) -> Start<B, St::Future> {
+        let mut pending = self.store.check(&CheckRequest {
+            checks: std::slice::from_ref(&check),
+            cost: 1,
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut pending).poll(&mut cx) {
+            Poll::Ready(Ok(decision)) if decision.admitted() && !self.headers_on_admitted => {
+                self.count_single_admitted();
+                Start::Pass
+            }
+            Poll::Ready(result) => match self.resolve(head, &Plan::single(check), result) {
+                Resolution::Refuse(response) => Start::Refuse(response),
+                Resolution::Admit(headers) => Start::Admit(headers),
+            },
+            Poll::Pending => Start::Pending(pending, Box::new(Plan::single(check))),
+        }
     }
 
     /// The applied policies with their outcomes, on the stack.
@@ -370,10 +437,43 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
+        if let Some(single) = &config.single {
+            // The common case first, kept small: one key, the store's shortcut, one counter.
+            let check = config.single_check(single, &Head::of_request(&request));
+            if !config.headers_on_admitted && config.store.try_admit_one(&check) {
+                config.count_single_admitted();
+                return ResponseFuture::pass(self.inner.call(request));
+            }
+            return self.call_single(check, request);
+        }
+        self.call_planned(request)
+    }
+}
+
+impl<S, St, M> RateLimit<S, St, M> {
+    /// A request to a layer with several policies or closures over `Parts`: plan, store, decision. Out of line,
+    /// like [`call_single`](Self::call_single).
+    #[inline(never)]
+    fn call_planned<ReqB, ResB>(
+        &mut self,
+        request: Request<ReqB>,
+    ) -> ResponseFuture<S::Future, ResB, S::Error, M>
+    where
+        M: BodyMode<ResB>,
+        M::Body: Send + 'static,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        St: RateLimitStore,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+    {
+        let config = &*self.config;
         if !config.needs_parts {
             // No user closure needs `Parts`: read the request in place, never take it apart.
             let start = config.start(&Head::of_request(&request));
             return match start {
+                Start::Pass => ResponseFuture::pass(self.inner.call(request)),
                 Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
                 Start::Refuse(response) => ResponseFuture::immediate(response),
                 Start::Pending(check, plan) => self.pending(check, plan, request),
@@ -383,14 +483,40 @@ where
         let start = config.start(&Head::of_parts(&parts));
         let request = Request::from_parts(parts, body);
         match start {
+            Start::Pass => ResponseFuture::pass(self.inner.call(request)),
             Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
             Start::Refuse(response) => ResponseFuture::immediate(response),
             Start::Pending(check, plan) => self.pending(check, plan, request),
         }
     }
-}
 
-impl<S, St, M> RateLimit<S, St, M> {
+    /// The rest of a single-policy request whose admission the store's shortcut did not settle (a refusal, headers
+    /// to add, a store that answers later). Out of line, so the common path stays small.
+    #[inline(never)]
+    fn call_single<ReqB, ResB>(
+        &mut self,
+        check: Check,
+        request: Request<ReqB>,
+    ) -> ResponseFuture<S::Future, ResB, S::Error, M>
+    where
+        M: BodyMode<ResB>,
+        M::Body: Send + 'static,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        St: RateLimitStore,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+    {
+        let start = self.config.start_single(check, &Head::of_request(&request));
+        match start {
+            Start::Pass => ResponseFuture::pass(self.inner.call(request)),
+            Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
+            Start::Refuse(response) => ResponseFuture::immediate(response),
+            Start::Pending(check, plan) => self.pending(check, plan, request),
+        }
+    }
+
     /// The slow path of a store that answers later: a boxed future that awaits the decision, then calls the inner
     /// service (the one that was polled ready; a fresh clone stays in its place).
     fn pending<ReqB, ResB>(

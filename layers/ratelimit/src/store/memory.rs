@@ -72,7 +72,8 @@ impl<C: Clock> fmt::Debug for InMemoryStore<C> {
 struct Inner<C> {
     shards: Box<[Shard]>,
     clock: C,
-    hasher: foldhash::fast::RandomState,
+    /// Random per store: the keys of [`Inner::hash`].
+    seeds: [u64; 4],
     shard_cap: usize,
     sweep_interval_ns: u64,
     tracked: AtomicUsize,
@@ -151,7 +152,7 @@ impl<C: Clock> InMemoryStore<C> {
             inner: Arc::new(Inner {
                 shards,
                 clock,
-                hasher: foldhash::fast::RandomState::default(),
+                seeds: random_seeds(),
                 shard_cap,
                 sweep_interval_ns: u64::try_from(sweep_interval.as_nanos()).unwrap_or(u64::MAX),
                 tracked: AtomicUsize::new(0),
@@ -229,21 +230,74 @@ impl<C: Clock> RateLimitStore for InMemoryStore<C> {
     fn check(&self, request: &CheckRequest<'_>) -> Self::Future {
         std::future::ready(Ok(self.inner.decide(request)))
     }
+
+    #[inline]
+    fn try_admit_one(&self, check: &Check) -> bool {
+        self.inner.try_admit_one(check)
+    }
 }
 
+/// The 64-bit product of `x` and `y` folded onto itself (high half XOR low half): foldhash's mixing step.
+#[inline]
+fn folded_multiply(x: u64, y: u64) -> u64 {
+    let full = u128::from(x) * u128::from(y);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+/// Four random seeds for [`Inner::hash`], from foldhash's per-process random source.
+fn random_seeds() -> [u64; 4] {
+    let state = foldhash::fast::RandomState::default();
+    // Odd multipliers keep every bit of the other operand in the product.
+    std::array::from_fn(|i| state.hash_one(i) | 1)
+}
+
+#[inline]
 fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
     // A table is consistent between statements (no user code runs under the lock): ignore poisoning.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<C: Clock> Inner<C> {
+    /// The hash of a state: two folded multiplies (foldhash's mixing step) of the key's words and the policy id,
+    /// keyed by the store's random seeds, so clients cannot aim keys at one bucket without knowing them.
     #[inline]
     fn hash(&self, policy: PolicyId, key: &Key) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.write_u64(policy.0);
-        h.finish()
+        let [s0, s1, s2, s3] = self.seeds;
+        let (lo, hi, tag) = key.words();
+        let h = folded_multiply(lo ^ s0, hi ^ s1);
+        folded_multiply(h ^ tag ^ s2, policy.0 ^ s3)
+    }
+
+    /// Decides a request of one check at cost 1 if it is admitted (see [`RateLimitStore::try_admit_one`]): the
+    /// GCRA step of [`gcra`] with `cost = 1`, without the outcome.
+    #[inline]
+    fn try_admit_one(&self, check: &Check) -> bool {
+        let t = check.quota.emission_interval_nanos();
+        let capacity = check.quota.capacity_nanos();
+        let hash = self.hash(check.policy, &check.key);
+        let now = self.clock.now_nanos();
+        let mut table = lock(&self.shards[self.shard_of(hash)].table);
+        match table
+            .slots
+            .find_mut(hash, |s| s.policy == check.policy && s.key == check.key)
+        {
+            Some(slot) => {
+                let new_tat = slot.tat.max(now).saturating_add(t);
+                if new_tat - now > capacity {
+                    return false;
+                }
+                slot.tat = new_tat;
+                true
+            }
+            None => {
+                let new_tat = now.saturating_add(t);
+                if new_tat - now > capacity {
+                    return false;
+                }
+                self.insert(&mut table, hash, check, new_tat, now);
+                true
+            }
+        }
     }
 
     #[inline]
@@ -487,6 +541,38 @@ mod tests {
         }
         assert!(s.stats().evictions > 9_000);
         assert!(!one(&s, throttled, q).admitted(), "throttled key kept");
+    }
+
+    proptest::proptest! {
+        /// `try_admit_one` admits exactly when `decide` at cost 1 would, consumes the same, and changes nothing when
+        /// it declines (the layer then asks `decide`).
+        #[test]
+        fn try_admit_one_matches_decide(
+            steps in proptest::collection::vec((0u64..400_000_000, 0u128..3, 0usize..3), 1..200),
+        ) {
+            let quotas = [quota(10, 3), quota(1, 1), quota(1000, 1000)];
+            let (reference, ref_clock) = store(1000);
+            let (fast, fast_clock) = store(1000);
+            for (advance, key, q) in steps {
+                ref_clock.advance(Duration::from_nanos(advance));
+                fast_clock.advance(Duration::from_nanos(advance));
+                let check = Check { policy: PolicyId::of("p"), key: Key::from_u128(key), quota: quotas[q] };
+                let request = CheckRequest { checks: std::slice::from_ref(&check), cost: 1 };
+                let expected = reference.decide(&request);
+                let got = if fast.try_admit_one(&check) { None } else { Some(fast.decide(&request)) };
+                match got {
+                    None => proptest::prop_assert!(expected.admitted()),
+                    Some(d) => {
+                        proptest::prop_assert!(!expected.admitted());
+                        proptest::prop_assert_eq!(d, expected);
+                    }
+                }
+                // Same state afterwards: a zero-cost request reports it.
+                let peek = CheckRequest { checks: std::slice::from_ref(&check), cost: 0 };
+                proptest::prop_assert_eq!(fast.decide(&peek), reference.decide(&peek));
+            }
+            proptest::prop_assert_eq!(fast.stats(), reference.stats());
+        }
     }
 
     #[test]

@@ -180,6 +180,20 @@ pub trait RateLimitStore: Send + Sync + 'static {
 
     /// Decides one request (all checks at once: all-or-nothing).
     fn check(&self, request: &CheckRequest<'_>) -> Self::Future;
+
+    /// A shortcut for the layer's most common case, a request checked against one policy at cost 1 whose
+    /// admission needs no [`PolicyOutcome`] (no headers on admitted responses): when the store can decide it at once
+    /// and it is **admitted**, consume its unit exactly as [`check`](Self::check) would and return `true`.
+    /// Otherwise return `false` **without changing any state**; the layer then calls [`check`](Self::check) for
+    /// the full decision.
+    ///
+    /// The default returns `false` (every request goes through `check`), which is right for a networked store.
+    /// The in-process store answers here without computing outcomes.
+    #[inline]
+    fn try_admit_one(&self, check: &Check) -> bool {
+        let _ = check;
+        false
+    }
 }
 
 /// The GCRA arithmetic of one check, shared by the backends written in Rust; the Redis script mirrors it.
