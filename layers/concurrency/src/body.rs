@@ -8,10 +8,10 @@ use std::{
     mem::ManuallyDrop,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 use tokio::time::Instant;
-use tower_kit_core::{BodyEnd, BodyObserver, ObservedBody, PolicyBody};
+use tower_kit_core::PolicyBody;
 
 /// A permit of the layer's gate; it holds the layer's shared config (and through it the gate).
 pub(crate) type LayerPermit = Permit<Arc<Config>>;
@@ -32,6 +32,28 @@ struct Extra {
     _key: Option<KeyPermit>,
     /// When the request was admitted, and the slots taken then (the adaptive limit's utilisation signal).
     sample: Option<(Instant, usize)>,
+    /// How far the body got, for the adaptive limit (a completed body is a sample).
+    end: EndState,
+}
+
+/// How far a response body got, which tells a completed body from an aborted one when it is dropped before its
+/// final frame. hyper stops polling a body without waiting for its end when the body says it is at its end, when
+/// as many bytes as the expected length were sent, and when the response has no body to send (HEAD, 1xx, 204,
+/// 304): each of these counts as completed.
+#[derive(Default)]
+struct EndState {
+    /// Set when the slot moves into a response body; until then a drop (an inner error) is no sample.
+    observed: bool,
+    /// The body said it was at its end, or the response has no body to send.
+    done: bool,
+    sent: u64,
+    expected: Option<u64>,
+}
+
+impl EndState {
+    fn completed(&self) -> bool {
+        self.observed && (self.done || self.expected.is_some_and(|n| self.sent >= n))
+    }
 }
 
 impl Held {
@@ -66,7 +88,11 @@ impl Held {
             .then(|| (Instant::now(), in_flight));
         Held {
             permit,
-            extra: ManuallyDrop::new(Some(Box::new(Extra { _key: key, sample }))),
+            extra: ManuallyDrop::new(Some(Box::new(Extra {
+                _key: key,
+                sample,
+                end: EndState::default(),
+            }))),
         }
     }
 
@@ -78,75 +104,93 @@ impl Held {
 
     /// Gives the slots back; a completed request first feeds its latency to the adaptive limit.
     #[inline]
-    pub(crate) fn finish(self, completed: bool) {
-        if completed && let Some(extra) = &*self.extra {
-            self.sample(extra);
+    pub(crate) fn finish(mut self, completed: bool) {
+        if let Some(extra) = self.extra.take() {
+            self.finish_extra(extra, completed);
+        }
+    }
+
+    /// The slot moves into a response body whose end the adaptive limit watches: `expected` is its length when
+    /// known, `done` whether it has nothing (more) to send.
+    #[inline]
+    pub(crate) fn observe_end(&mut self, expected: Option<u64>, done: bool) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            extra.end = EndState {
+                observed: true,
+                done,
+                sent: 0,
+                expected,
+            };
+        }
+    }
+
+    /// The body produced a frame; `at_end` says whether the body is now at its end.
+    #[inline]
+    fn on_frame(&mut self, frame: &Frame<Bytes>, at_end: impl FnOnce() -> bool) {
+        if let Some(extra) = self.extra.as_deref_mut() {
+            if let Some(data) = frame.data_ref() {
+                extra.end.sent += data.len() as u64;
+            }
+            if at_end() {
+                extra.end.done = true;
+            }
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn sample(&self, extra: &Extra) {
+    fn finish_extra(&self, extra: Box<Extra>, completed: bool) {
         let config = self.config();
-        if let Some((started, in_flight)) = extra.sample
+        if completed
+            && let Some((started, in_flight)) = extra.sample
             && let Some(controller) = &config.adaptive
         {
             let limit = controller.sample(started.elapsed(), in_flight);
             config.gate.set_limit(limit);
         }
+        // The key's slot is given back here, the global slot right after (the permit is a field of `Held`).
+        drop(extra);
     }
 }
 
 impl Drop for Held {
     #[inline]
     fn drop(&mut self) {
-        // Taking the value out leaves `None` behind, which needs no drop. The key's slot is given back here, the
-        // global slot right after (the permit is a field).
+        // Taking the value out leaves `None` behind, which needs no drop. A body dropped before its final frame
+        // is a sample if it had sent everything (see `EndState`).
         if let Some(extra) = self.extra.take() {
-            drop_extra(extra);
-        }
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn drop_extra(extra: Box<Extra>) {
-    drop(extra);
-}
-
-/// The body observer: holds the slots until the body ends.
-pub(crate) struct Guard(pub(crate) Option<Held>);
-
-impl BodyObserver for Guard {
-    #[inline]
-    fn on_end(self, end: BodyEnd) {
-        if let Some(held) = self.0 {
-            held.finish(end == BodyEnd::Completed);
+            let completed = extra.end.completed();
+            self.finish_extra(extra, completed);
         }
     }
 }
 
 pin_project! {
-    /// The response body of [`Concurrency`](crate::Concurrency): the inner body (which holds the request's slot
-    /// until it ends, errors or is dropped), or the layer's own refusal.
+    /// The response body of [`Concurrency`](crate::Concurrency): the inner body, which holds the request's slot
+    /// until it ends, errors or is dropped, or the layer's own refusal.
     ///
     /// Frames, `size_hint` and `is_end_stream` pass through unchanged.
     pub struct ConcurrencyBody<B> {
         #[pin]
-        inner: PolicyBody<ObservedBody<B, Guard>>,
+        inner: PolicyBody<B>,
+        // The slots, until the body ends; empty for a refusal, an exempt request or a slot given back at the head.
+        held: Option<Held>,
     }
 }
 
 impl<B> ConcurrencyBody<B> {
-    pub(crate) fn observed(body: ObservedBody<B, Guard>) -> Self {
+    #[inline]
+    pub(crate) fn new(body: B, held: Option<Held>) -> Self {
         ConcurrencyBody {
-            inner: PolicyBody::inner(body),
+            inner: PolicyBody::Inner { body },
+            held,
         }
     }
 
     pub(crate) fn refusal(body: Bytes) -> Self {
         ConcurrencyBody {
             inner: PolicyBody::full(body),
+            held: None,
         }
     }
 }
@@ -160,7 +204,27 @@ impl<B: Body<Data = Bytes>> Body for ConcurrencyBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let mut this = self.project();
+        let result = ready!(this.inner.as_mut().poll_frame(cx));
+        match &result {
+            Some(Ok(frame)) => {
+                if let Some(held) = this.held {
+                    held.on_frame(frame, || this.inner.is_end_stream());
+                }
+            }
+            // The end of the body, or an error: the slots go back now, not when the body is dropped.
+            Some(Err(_)) => {
+                if let Some(held) = this.held.take() {
+                    held.finish(false);
+                }
+            }
+            None => {
+                if let Some(held) = this.held.take() {
+                    held.finish(true);
+                }
+            }
+        }
+        Poll::Ready(result)
     }
 
     #[inline]
@@ -198,6 +262,47 @@ mod tests {
         assert_eq!(size_of::<LayerPermit>(), size_of::<usize>());
         assert_eq!(size_of::<Held>(), 2 * size_of::<usize>());
         assert_eq!(size_of::<Option<Held>>(), size_of::<Held>());
-        assert_eq!(size_of::<Guard>(), size_of::<Held>());
+        // The body adds the slot to the inner body (or the refusal), nothing else.
+        type Inner = http_body_util::Full<Bytes>;
+        assert_eq!(
+            size_of::<ConcurrencyBody<Inner>>(),
+            size_of::<PolicyBody<Inner>>() + size_of::<Held>()
+        );
+    }
+
+    /// What the adaptive limit counts as a completed body when the body is dropped before its final frame (the
+    /// cases in which hyper stops polling a body that has nothing more to send).
+    #[test]
+    fn a_body_dropped_once_everything_was_sent_is_completed() {
+        assert!(
+            !EndState::default().completed(),
+            "not in a body (an inner error): no sample"
+        );
+        let mut end = EndState {
+            observed: true,
+            done: false,
+            sent: 0,
+            expected: Some(2),
+        };
+        assert!(!end.completed(), "dropped before the expected length");
+        end.sent = 2;
+        assert!(end.completed(), "the expected length was sent");
+        let end = EndState {
+            observed: true,
+            done: true,
+            sent: 0,
+            expected: None,
+        };
+        assert!(end.completed(), "at its end, or nothing to send");
+        let end = EndState {
+            observed: true,
+            done: false,
+            sent: 5,
+            expected: None,
+        };
+        assert!(
+            !end.completed(),
+            "no known length: dropped early is aborted"
+        );
     }
 }

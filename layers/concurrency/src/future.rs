@@ -2,13 +2,13 @@
 
 use crate::{
     RejectReason,
-    body::{ConcurrencyBody, Guard, Held, LayerPermit},
+    body::{ConcurrencyBody, Held, LayerPermit},
     keyed::KeyPermit,
     layer::{Config, ReleaseAt},
     queue::Waiter,
 };
 use bytes::Bytes;
-use http::{Method, Request, Response, header};
+use http::{Method, Request, Response, StatusCode, header, response::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use std::{
@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 use tokio::time::{Instant, Sleep};
-use tower_kit_core::{ObservedBody, ServerTiming};
+use tower_kit_core::{ServerTiming, content_length};
 use tower_service::Service;
 
 pin_project! {
@@ -264,90 +264,131 @@ where
     })
 }
 
-/// Whether the response is a long-lived stream: `text/event-stream`, or one the user's predicate picks.
-fn is_stream(config: &Config, parts: &http::response::Parts) -> bool {
-    is_event_stream(&parts.headers) || config.stream_predicate.as_ref().is_some_and(|p| p(parts))
+/// Whether the response is `text/event-stream`.
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(is_event_stream_type)
 }
+
+/// [`is_event_stream`] for the admitted path, inlined: no lookup for an empty map, and for a map with a few names
+/// a scan of the names (one comparison each for the standard ones), cheaper than hashing one. It keeps the
+/// response's own headers out of calls (see [`wrap`]) but for a large map.
+#[inline(always)]
+fn is_event_stream_fast(headers: &http::HeaderMap) -> bool {
+    if headers.is_empty() {
+        return false;
+    }
+    if headers.keys_len() > SCAN_HEADERS {
+        return is_event_stream(headers);
+    }
+    // The first value of the first entry with the name: the value `get` returns.
+    headers
+        .iter()
+        .find(|(name, _)| *name == header::CONTENT_TYPE)
+        .is_some_and(|(_, value)| is_event_stream_type(value))
+}
+
+/// Up to this many names, [`is_event_stream_fast`] scans them instead of looking one up.
+const SCAN_HEADERS: usize = 16;
 
 #[inline]
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    // An empty map needs no lookup (hashing the name is most of the cost of one).
-    !headers.is_empty() && content_type_is_event_stream(headers)
+fn is_event_stream_type(value: &http::HeaderValue) -> bool {
+    let v = value.as_bytes();
+    v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
 }
 
-fn content_type_is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
-    })
+/// What the adaptive limit reads from the response head to tell a completed body from an aborted one: whether
+/// the response has no body to send (HEAD, 1xx, 204, 304), and its `Content-Length`.
+#[derive(Clone, Copy)]
+struct EndHints {
+    bodyless: bool,
+    content_length: Option<u64>,
 }
 
 /// Moves the slot into the body, or gives it back now when it is released at the head.
-#[inline]
+///
+/// This is inlined into the caller (always: when it is not, the response goes through memory and is copied by
+/// `memcpy` several times), and the response goes through it as `Parts` and a body, never by value or by
+/// reference into a call that is not inlined (`Response::map`, or a check of the headers out of line, brought
+/// back the `memcpy` calls). The rare cases (release at the head, an adaptive limit, a stream predicate) read the
+/// head out of line, by reference, and only say what goes into the body.
+#[inline(always)]
 fn wrap<B: Body>(
     response: Response<B>,
     held: Option<Held>,
     head: bool,
 ) -> Response<ConcurrencyBody<B>> {
-    let Some(held) = held else {
-        // Exempt: nothing to hold, nothing to sample.
-        return response.map(|body| observe(body, None));
-    };
-    let config = held.config();
-    if config.release_at == ReleaseAt::Head
-        || config.adaptive.is_some()
-        || config.stream_predicate.is_some()
-    {
-        return wrap_general(response, held, head);
-    }
-    // The common case: the head is looked at in place, without taking the response apart.
-    if config.streams_at_head && is_event_stream(response.headers()) {
-        // A stream's duration says nothing about capacity: released now, no sample.
-        held.finish(false);
-        return response.map(|body| observe(body, None));
-    }
-    response.map(|body| observe(body, Some(held)))
-}
-
-#[inline]
-fn observe<B: Body>(body: B, held: Option<Held>) -> ConcurrencyBody<B> {
-    ConcurrencyBody::observed(ObservedBody::new(body, Guard(held)))
-}
-
-/// [`wrap`] when the slot is released at the head, feeds the adaptive limit, or a stream predicate is set.
-#[inline(never)]
-fn wrap_general<B: Body>(
-    response: Response<B>,
-    held: Held,
-    head: bool,
-) -> Response<ConcurrencyBody<B>> {
     let (parts, body) = response.into_parts();
+    let (held, hints) = match held {
+        // Exempt: nothing to hold, nothing to sample.
+        None => (None, None),
+        Some(held) => {
+            let config = held.config();
+            if !config.plain_response {
+                general(&parts, held, head)
+            } else if config.streams_at_head && is_event_stream_fast(&parts.headers) {
+                // A stream's duration says nothing about capacity: released now, no sample.
+                held.finish(false);
+                (None, None)
+            } else {
+                (Some(held), None)
+            }
+        }
+    };
+    Response::from_parts(parts, observe(body, held, hints))
+}
+
+/// [`wrap`] when the slot is released at the head, feeds the adaptive limit, or a stream predicate is set: what
+/// goes into the body (the slot, unless it is given back now, and the adaptive limit's end hints).
+#[inline(never)]
+fn general(parts: &Parts, held: Held, head: bool) -> (Option<Held>, Option<EndHints>) {
     let config = held.config();
     let release_now = if config.release_at == ReleaseAt::Head {
         // Released at the head by choice: the latency to the head is the sample, unless it is a stream.
-        Some(!is_stream(config, &parts))
-    } else if config.streams_at_head && is_stream(config, &parts) {
+        Some(!is_stream(config, parts))
+    } else if config.streams_at_head && is_stream(config, parts) {
         // A stream's duration says nothing about capacity: no sample.
         Some(false)
     } else {
         None
     };
-    let adaptive = config.adaptive.is_some();
-    let held = match release_now {
+    // Only the adaptive limit cares how the body ended (a completed body is a sample): read the end hints.
+    let hints = config.adaptive.is_some().then(|| EndHints {
+        bodyless: head
+            || parts.status.is_informational()
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED,
+        content_length: content_length(&parts.headers),
+    });
+    match release_now {
         Some(sample) => {
             held.finish(sample);
-            None
+            (None, hints)
         }
-        None => Some(held),
-    };
-    let body = if adaptive {
-        // Only the adaptive limit cares how the body ended (a completed body is a sample): read the end hints.
-        let method = if head { &Method::HEAD } else { &Method::GET };
-        ObservedBody::for_response(body, Guard(held), method, parts.status, &parts.headers)
-    } else {
-        ObservedBody::new(body, Guard(held))
-    };
-    Response::from_parts(parts, ConcurrencyBody::observed(body))
+        None => (Some(held), hints),
+    }
+}
+
+/// Whether the response is a long-lived stream: `text/event-stream`, or one the user's predicate picks.
+fn is_stream(config: &Config, parts: &Parts) -> bool {
+    is_event_stream(&parts.headers) || config.stream_predicate.as_ref().is_some_and(|p| p(parts))
+}
+
+#[inline(always)]
+fn observe<B: Body>(
+    body: B,
+    mut held: Option<Held>,
+    hints: Option<EndHints>,
+) -> ConcurrencyBody<B> {
+    if let Some(hints) = hints
+        && let Some(held) = &mut held
+    {
+        // The adaptive limit: a body dropped once it has sent everything still counts as completed.
+        let expected = hints.content_length.or_else(|| body.size_hint().exact());
+        held.observe_end(expected, hints.bodyless || body.is_end_stream());
+    }
+    ConcurrencyBody::new(body, held)
 }
 
 impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>

@@ -42,6 +42,10 @@ pub(crate) struct Config {
     pub(crate) exempt: Option<RequestPredicate>,
     pub(crate) keyed: Option<(Arc<KeyedLimits>, KeyFn)>,
     pub(crate) adaptive: Option<Controller>,
+    /// Whether the slot of an admitted request moves into the response body with no more than the event-stream
+    /// check: it is released at the end of the body, and there is no adaptive limit and no stream predicate.
+    /// (Computed once: the response path tests this one flag.)
+    pub(crate) plain_response: bool,
     pub(crate) rejection: RejectionResponse,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -404,6 +408,9 @@ impl ConcurrencyLayerBuilder {
         let metrics = Arc::new(Metrics::new(self.name.as_deref()));
         let gate = Gate::new(limit, self.max_queue, self.order, metrics.clone());
         let max_keys = self.max_keys;
+        let plain_response = self.release_at == ReleaseAt::BodyEnd
+            && self.adaptive.is_none()
+            && self.stream_predicate.is_none();
         ConcurrencyLayer {
             config: Arc::new(Config {
                 gate,
@@ -416,6 +423,7 @@ impl ConcurrencyLayerBuilder {
                     .per_key
                     .map(|(max, key)| (Arc::new(KeyedLimits::new(max, max_keys)), key)),
                 adaptive: self.adaptive.as_ref().map(Controller::new),
+                plain_response,
                 rejection: RejectionResponse::new(
                     self.status,
                     self.body,

