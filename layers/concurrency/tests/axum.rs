@@ -108,7 +108,8 @@ async fn route_layer_shares_too_and_separate_values_are_separate_limits() {
 #[tokio::test]
 async fn over_a_real_socket_overload_is_answered_at_once_and_health_is_exempt() {
     let gate = Arc::new(Notify::new());
-    let g = gate.clone();
+    let entered = Arc::new(Notify::new());
+    let (g, e) = (gate.clone(), entered.clone());
     let layer = ConcurrencyLayer::builder()
         .max_in_flight(1)
         .exempt(|parts| parts.uri.path() == "/health")
@@ -118,8 +119,10 @@ async fn over_a_real_socket_overload_is_answered_at_once_and_health_is_exempt() 
         .route(
             "/slow",
             get(move || {
-                let g = g.clone();
+                let (g, e) = (g.clone(), e.clone());
                 async move {
+                    // `notify_one` keeps a permit when nobody waits yet, so neither signal can be lost.
+                    e.notify_one();
                     g.notified().await;
                     "slow"
                 }
@@ -136,27 +139,21 @@ async fn over_a_real_socket_overload_is_answered_at_once_and_health_is_exempt() 
     let c = client.clone();
     let slow_url = url("/slow");
     let slow = tokio::spawn(async move { c.get(slow_url).await.unwrap() });
-    // Wait until the slow request holds the slot.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client.get(url("/slow")).await.unwrap();
-        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(r.headers()[header::RETRY_AFTER], "1");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never saw a 503");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Wait until the slow request holds the slot (it is inside the handler).
+    tokio::time::timeout(Duration::from_secs(10), entered.notified())
+        .await
+        .expect("the slow request reached its handler");
     let started = std::time::Instant::now();
     let refused = client.get(url("/slow")).await.unwrap();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "answered at once"
     );
     let health = client.get(url("/health")).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    gate.notify_waiters();
+    gate.notify_one();
     let slow = slow.await.unwrap();
     assert_eq!(slow.status(), StatusCode::OK);
     assert_eq!(slow.into_body().collect().await.unwrap().to_bytes(), "slow");
