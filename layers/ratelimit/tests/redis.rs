@@ -1,6 +1,9 @@
 //! The Redis store against real `redis-server`s: each test starts its own on a free port (and may kill, restart,
 //! pause or flush it without disturbing the others). A missing `redis-server` fails with a message saying what to
-//! install. Real time with generous bounds.
+//! install. Nothing here depends on how fast the machine is, except the few latency bounds that are the point of a
+//! test (no request waits much longer than the store's timeout while Redis is down or stuck), which allow `SLACK`:
+//! the behaviour suite runs on a fake clock, the other stores get a timeout of seconds (a slow round trip on a
+//! loaded machine must not be decided by the failure policy), and expiries are waited for, not slept on.
 
 mod common;
 #[path = "../../../tests/support/redis_server.rs"]
@@ -16,43 +19,106 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tower_kit_ratelimit::{
-    Key, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, StoreFailure,
+    Key, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, RedisStoreError,
+    StoreFailure,
     store::{Check, CheckRequest, Decision, PolicyId, PolicyOutcome, gcra},
 };
 
-/// Generous scheduling slack for a busy 2-core machine.
-const SLACK: Duration = Duration::from_millis(400);
+/// Generous scheduling slack for a busy 2-core machine, on top of a store's timeout in the latency bounds.
+const SLACK: Duration = Duration::from_secs(1);
 
-fn store(server: &RedisServer) -> RedisStore {
-    RedisStore::builder(server.url())
-        .timeout(Duration::from_millis(200))
+/// The timeout of a store whose test is not about timeouts: a round trip to a local Redis never takes this long,
+/// however loaded the machine, so no decision is left to the failure policy.
+const PATIENT: Duration = Duration::from_secs(5);
+
+fn store_with_url(url: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .timeout(PATIENT)
+        .connect_timeout(PATIENT)
         .build()
         .unwrap()
 }
 
-struct RealTime {
+fn store(server: &RedisServer) -> RedisStore {
+    store_with_url(&server.url())
+}
+
+/// Waits until `store` has connected, loaded its script and decided one request (cost 0, on a key of its own), so
+/// a test's measured phase does not pay for connecting.
+async fn warm_up(store: &RedisStore) {
+    let checks = [Check {
+        policy: PolicyId::of("warm-up"),
+        key: Key::GLOBAL,
+        quota: Quota::per_minute(nz(1)),
+    }];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = CheckRequest {
+            checks: &checks,
+            cost: 0,
+        };
+        match store.check(&request).await {
+            Ok(decision) => {
+                assert!(decision.admitted());
+                return;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "redis never answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Redis store on a fake clock: every check runs the script with `now` from a counter that only the harness
+/// moves ([`RedisStore::check_at`]), so the suite's decisions are exact whatever the machine's speed. The counter
+/// starts at the real time (a realistic `now`); the states' TTLs are relative to it.
+#[derive(Clone)]
+struct FakeTimeRedis {
     store: RedisStore,
+    now_nanos: Arc<AtomicU64>,
+}
+
+impl RateLimitStore for FakeTimeRedis {
+    type Error = RedisStoreError;
+    type Future = <RedisStore as RateLimitStore>::Future;
+    fn check(&self, request: &CheckRequest<'_>) -> Self::Future {
+        let decision = self
+            .store
+            .check_at(self.now_nanos.load(Ordering::SeqCst), request);
+        Box::pin(async move {
+            // A failure would be decided by the layer's fail-open policy and pass for an admission: fail loudly.
+            Ok(decision.await.expect("redis decided"))
+        })
+    }
+}
+
+struct FakeTime {
+    store: FakeTimeRedis,
     _server: RedisServer,
 }
 
-impl Harness for RealTime {
-    type Store = RedisStore;
-    fn store(&self) -> RedisStore {
+impl Harness for FakeTime {
+    type Store = FakeTimeRedis;
+    fn store(&self) -> FakeTimeRedis {
         self.store.clone()
     }
     async fn advance(&self, by: Duration) {
-        tokio::time::sleep(by).await;
+        let by = u64::try_from(by.as_nanos()).unwrap();
+        self.store.now_nanos.fetch_add(by, Ordering::SeqCst);
     }
 }
 
 #[tokio::test]
 async fn redis_store_passes_the_suite() {
     let server = RedisServer::start();
-    let harness = RealTime {
-        store: store(&server),
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let harness = FakeTime {
+        store: FakeTimeRedis {
+            store: store(&server),
+            now_nanos: Arc::new(AtomicU64::new(u64::try_from(now.as_nanos()).unwrap())),
+        },
         _server: server,
     };
     run_suite(&harness).await;
@@ -200,6 +266,8 @@ async fn the_script_matches_gcra_exactly() {
             checks: &checks,
             cost,
         };
+        // Real time since the script ran (TTLs count down in Redis's real time) is at most `sent.elapsed()`.
+        let sent = Instant::now();
         let got = store.check_at(now, &request).await.unwrap();
         let (want, written) = reference(&tats, now, &checks, cost);
         let context = format!("case {case}: now={now} tats={tats:?} cost={cost} checks={checks:?}");
@@ -211,28 +279,32 @@ async fn the_script_matches_gcra_exactly() {
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            // A state written with a TTL of a few ms (Redis's real clock) may be gone already.
-            // Written (with a fresh TTL) when admitted at a cost above 0, even if saturation left the value as it was.
-            let rewritten = got.admitted() && cost > 0;
-            let expired_already =
-                rewritten && new.is_some_and(|n| n - now < 200_000_000) && stored.is_none();
-            if !expired_already {
-                assert_eq!(stored, new.map(pair), "{context}: state of {k}");
-            }
             let ttl: i64 = redis::cmd("PTTL")
                 .arg(k)
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            if rewritten && !expired_already {
-                // Written with a TTL of tat - now, rounded up to the millisecond.
-                let want_ms = (new.unwrap() - now).div_ceil(1_000_000).max(1);
-                let want_ms = i64::try_from(want_ms).unwrap();
-                assert!(
-                    ttl <= want_ms && ttl >= want_ms - 5_000,
-                    "{context}: ttl {ttl} ms, want {want_ms}"
-                );
+            // Redis counts TTLs in whole ms of its clock: +2 ms for the truncations.
+            let waited_ms = i64::try_from(sent.elapsed().as_millis()).unwrap() + 2;
+            // Written (with a fresh TTL) when admitted at a cost above 0, even if saturation left the value as it was.
+            let rewritten = got.admitted() && cost > 0;
+            if !rewritten {
+                assert_eq!(stored, new.map(pair), "{context}: state of {k}");
+                continue;
             }
+            // Written with a TTL of tat - now, rounded up to the millisecond.
+            let want_ms = (new.unwrap() - now).div_ceil(1_000_000).max(1);
+            let want_ms = i64::try_from(want_ms).unwrap();
+            // A state with a TTL shorter than the time since the script ran may be gone already (even between the
+            // GET and the PTTL).
+            if want_ms <= waited_ms && (stored.is_none() || ttl == -2) {
+                continue;
+            }
+            assert_eq!(stored, new.map(pair), "{context}: state of {k}");
+            assert!(
+                ttl <= want_ms && ttl >= want_ms - waited_ms,
+                "{context}: ttl {ttl} ms, want {want_ms} (minus at most the {waited_ms} ms since it was written)"
+            );
         }
     }
     assert!(
@@ -247,46 +319,72 @@ async fn the_script_matches_gcra_exactly() {
 async fn states_expire_when_back_to_a_full_quota() {
     let server = RedisServer::start();
     let store = store(&server);
+    warm_up(&store).await;
     let mut svc = service(
         RateLimitLayer::builder()
             .store(store.clone())
             .policy(Policy::new("minute", Quota::per_minute(nz(1))))
-            .policy(Policy::new("fast", Quota::per_second(nz(5)))),
+            .policy(Policy::new(
+                "short",
+                Quota::new(nz(1), Duration::from_secs(3)).unwrap(),
+            ))
+            .store_failure(StoreFailure::FailClosed {
+                retry_after: Duration::from_secs(1),
+            }),
     );
     let peer: SocketAddr = "192.0.2.9:1".parse().unwrap();
+    let sent = Instant::now();
     assert_eq!(send(&mut svc, request(peer)).await.status(), StatusCode::OK);
     let key = Key::from_ip(peer.ip(), 64);
     let minute = store.redis_key(PolicyId::of("minute"), &key);
-    let fast = store.redis_key(PolicyId::of("fast"), &key);
-    assert!(minute.contains("{ip4:c0000209}") && fast.contains("{ip4:c0000209}"));
-    let ttl: i64 = server.command(&["PTTL", &minute])[1..].parse().unwrap();
-    assert!((55_000..=60_000).contains(&ttl), "minute ttl {ttl}");
-    let ttl: i64 = server.command(&["PTTL", &fast])[1..].parse().unwrap();
-    assert!((1..=200).contains(&ttl), "fast ttl {ttl}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        server.command(&["EXISTS", &fast]),
-        ":0",
-        "a full quota is forgotten"
-    );
+    let short = store.redis_key(PolicyId::of("short"), &key);
+    assert!(minute.contains("{ip4:c0000209}") && short.contains("{ip4:c0000209}"));
+    let minute_ttl: i64 = server.command(&["PTTL", &minute])[1..].parse().unwrap();
+    let short_ttl: i64 = server.command(&["PTTL", &short])[1..].parse().unwrap();
+    // The TTLs have counted down for at most the time since the request was sent (+2 ms: whole ms in Redis).
+    let waited_ms = i64::try_from(sent.elapsed().as_millis()).unwrap() + 2;
+    for (name, ttl, want_ms) in [("minute", minute_ttl, 60_000), ("short", short_ttl, 3_000)] {
+        let gone_already = ttl == -2 && want_ms <= waited_ms;
+        assert!(
+            gone_already || (want_ms - waited_ms..=want_ms).contains(&ttl),
+            "{name} ttl {ttl} ms, want {want_ms} minus at most {waited_ms}"
+        );
+    }
+    // The short state expires when its quota is full again (3 s after the request).
+    let deadline = sent + Duration::from_secs(30);
+    while server.command(&["EXISTS", &short]) != ":0" {
+        assert!(Instant::now() < deadline, "a full quota is forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent.elapsed() >= Duration::from_millis(2_990), "not before");
     assert_eq!(server.command(&["EXISTS", &minute]), ":1");
 }
 
 /// Two servers (two layers, two stores, two connections) on one Redis, many concurrent callers: together they
-/// admit no more than one quota (burst + rate x elapsed).
+/// admit no more than one quota (burst + rate x elapsed). Fail-closed with a patient timeout, so every admission
+/// was decided by Redis (a store failure is a 503, which fails the test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_quota() {
     let server = RedisServer::start();
     let quota = Quota::per_second(nz(20)).with_burst(nz(5));
     let make = || {
-        service(
+        let store = store(&server);
+        let svc = service(
             RateLimitLayer::builder()
-                .store(store(&server))
+                .store(store.clone())
                 .key(KeyExtractor::global())
-                .policy(Policy::new("shared", quota)),
-        )
+                .policy(Policy::new("shared", quota))
+                .store_failure(StoreFailure::FailClosed {
+                    retry_after: Duration::from_secs(1),
+                }),
+        );
+        (store, svc)
     };
-    let servers = [make(), make()];
+    let (store_a, a) = make();
+    let (store_b, b) = make();
+    warm_up(&store_a).await;
+    warm_up(&store_b).await;
+    let servers = [a, b];
     let admitted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -300,7 +398,9 @@ async fn two_servers_share_one_quota() {
                 match send(&mut svc, request(fresh_peer())).await.status() {
                     StatusCode::OK => admitted.fetch_add(1, Ordering::Relaxed),
                     StatusCode::TOO_MANY_REQUESTS => refused.fetch_add(1, Ordering::Relaxed),
-                    other => panic!("unexpected {other}"),
+                    other => {
+                        panic!("unexpected {other} (503: redis did not decide within {PATIENT:?})")
+                    }
                 };
             }
         }));
@@ -413,7 +513,9 @@ async fn redis_killed_fail_open_then_restarted() {
     let _guard = metrics::set_default_local_recorder(&recorder);
 
     let mut server = RedisServer::start();
-    let timeout = Duration::from_millis(150);
+    // Long enough that no round trip times out before the kill on a loaded machine; after the kill nothing waits
+    // for it (connections are refused, then the breaker answers at once), which the latency bound checks.
+    let timeout = Duration::from_secs(1);
     let store = RedisStore::builder(server.url())
         .timeout(timeout)
         .failure_threshold(3)
@@ -425,6 +527,8 @@ async fn redis_killed_fail_open_then_restarted() {
             .store(store.clone())
             .policy(Policy::new("p", Quota::per_minute(nz(1000)))),
     );
+    warm_up(&store).await;
+    snapshot(&snapshotter);
     let (load, tasks) = Load::start(&svc, 8, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (statuses, _) = load.take();
@@ -478,11 +582,18 @@ async fn redis_killed_fail_open_then_restarted() {
             .policy(Policy::new("strict", Quota::per_minute(nz(2)))),
     );
     let peer = fresh_peer();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = Instant::now();
+    let deadline = first + Duration::from_secs(10);
     loop {
         let r = send(&mut strict, request(peer)).await;
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(header(&r, "retry-after").as_deref(), Some("30"));
+            // One unit back 30 s after the first of the two admitted requests, which was sent after `first`.
+            let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+            let waited = first.elapsed().as_secs() + 1;
+            assert!(
+                retry <= 30 && retry + waited >= 30,
+                "retry-after {retry} after {waited} s"
+            );
             break;
         }
         assert!(
@@ -498,7 +609,8 @@ async fn redis_killed_fail_open_then_restarted() {
 #[tokio::test]
 async fn redis_killed_fail_closed() {
     let mut server = RedisServer::start();
-    let timeout = Duration::from_millis(150);
+    // As in `redis_killed_fail_open_then_restarted`: no time-out before the kill, nothing waits for it after.
+    let timeout = Duration::from_secs(1);
     let store = RedisStore::builder(server.url())
         .timeout(timeout)
         .build()
@@ -511,9 +623,14 @@ async fn redis_killed_fail_closed() {
                 retry_after: Duration::from_secs(5),
             }),
     );
+    warm_up(&store).await;
     let (load, tasks) = Load::start(&svc, 8, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(load.take().0.iter().all(|s| *s == StatusCode::OK));
+    let (statuses, _) = load.take();
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     server.kill();
     tokio::time::sleep(Duration::from_millis(200)).await;
     load.take();
@@ -570,12 +687,17 @@ async fn redis_killed_fail_open_capped() {
     assert_eq!(statuses[5..], [StatusCode::TOO_MANY_REQUESTS; 3]);
 }
 
-/// A stuck Redis (`CLIENT PAUSE`): no request waits longer than the timeout (plus slack); decisions resume when
-/// it answers again.
+/// A stuck Redis (`CLIENT PAUSE`): no request waits longer than the timeout (plus slack, well below the pause);
+/// decisions resume when it answers again.
 #[tokio::test]
 async fn a_stuck_redis_costs_at_most_the_timeout() {
     let server = RedisServer::start();
     let timeout = Duration::from_millis(150);
+    let pause = Duration::from_secs(4);
+    assert!(
+        timeout + SLACK < pause / 2,
+        "a request that waited out the pause would pass"
+    );
     let store = RedisStore::builder(server.url())
         .timeout(timeout)
         .retry_interval(Duration::from_millis(200))
@@ -586,17 +708,25 @@ async fn a_stuck_redis_costs_at_most_the_timeout() {
             .store(store.clone())
             .policy(Policy::new("p", Quota::per_minute(nz(1000)))),
     );
+    warm_up(&store).await;
     let (load, tasks) = Load::start(&svc, 8, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     load.take();
-    server.pause(Duration::from_millis(1500));
+    let paused = Instant::now();
+    server.pause(pause);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (statuses, slowest) = load.take();
+    assert!(!statuses.is_empty());
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "fail-open");
     assert!(slowest < timeout + SLACK, "a request waited {slowest:?}");
-    assert!(store.circuit_open());
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(!store.circuit_open(), "recovered after the pause");
+    // Still within the pause (unless this machine stalled for seconds: then the check says nothing).
+    let open = store.circuit_open();
+    assert!(open || paused.elapsed() >= pause, "the breaker opened");
+    let deadline = Instant::now() + pause + Duration::from_secs(20);
+    while store.circuit_open() {
+        assert!(Instant::now() < deadline, "not recovered after the pause");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     load.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -687,7 +817,7 @@ async fn urls_with_credentials() {
     let url = format!("redis://limiter:s3cret@127.0.0.1:{}/", server.port());
     let mut svc = service(
         RateLimitLayer::builder()
-            .store(RedisStore::new(&url).unwrap())
+            .store(store_with_url(&url))
             .policy(Policy::new("p", Quota::per_minute(nz(1))))
             .store_failure(StoreFailure::FailClosed {
                 retry_after: Duration::from_secs(1),
@@ -703,7 +833,7 @@ async fn urls_with_credentials() {
     let bad = format!("redis://limiter:wrong@127.0.0.1:{}/", server.port());
     let mut svc = service(
         RateLimitLayer::builder()
-            .store(RedisStore::new(&bad).unwrap())
+            .store(store_with_url(&bad))
             .policy(Policy::new("p", Quota::per_minute(nz(1))))
             .store_failure(StoreFailure::FailClosed {
                 retry_after: Duration::from_secs(1),
@@ -725,7 +855,7 @@ async fn rediss_urls_work_over_tls() {
     let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
     let mut svc = service(
         RateLimitLayer::builder()
-            .store(RedisStore::new(&url).unwrap())
+            .store(store_with_url(&url))
             .policy(Policy::new("p", Quota::per_minute(nz(1))))
             .store_failure(StoreFailure::FailClosed {
                 retry_after: Duration::from_secs(1),
