@@ -259,9 +259,11 @@ async fn redis_killed_responses_still_served_no_5xx_and_recovery_without_restart
         .build()
         .unwrap()
         .layer(origin.service());
+    // Connected before the first write, so its short timeout only has to cover the write itself.
+    wait_until("connected", async || store.l2().usage().await.is_ok()).await;
     send(&svc, get("/cached")).await;
     wait_until("stored", async || {
-        store.l2().usage().await.unwrap().entries > 0
+        store.l2().usage().await.is_ok_and(|u| u.entries > 0)
     })
     .await;
     server.kill();
@@ -445,7 +447,9 @@ fn undecodable_values_and_failures_are_counted() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = fragile(&server.url(), "m:");
+        // A patient store: a slow first connect must not fail the read of the garbage; after the kill the
+        // connection is refused at once either way.
+        let store = sturdy(&server.url(), "m:");
         server.command(&["SET", &store.redis_key("k"), "garbage"]);
         assert_eq!(store.get("k").await.unwrap(), None);
         server.kill();
