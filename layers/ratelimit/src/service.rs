@@ -472,22 +472,11 @@ impl<S, St, M> RateLimit<S, St, M> {
         if !config.needs_parts {
             // No user closure needs `Parts`: read the request in place, never take it apart.
             let start = config.start(&Head::of_request(&request));
-            return match start {
-                Start::Pass => ResponseFuture::pass(self.inner.call(request)),
-                Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
-                Start::Refuse(response) => ResponseFuture::immediate(response),
-                Start::Pending(check, plan) => self.pending(check, plan, request),
-            };
+            return self.proceed(start, request);
         }
         let (parts, body) = request.into_parts();
         let start = config.start(&Head::of_parts(&parts));
-        let request = Request::from_parts(parts, body);
-        match start {
-            Start::Pass => ResponseFuture::pass(self.inner.call(request)),
-            Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
-            Start::Refuse(response) => ResponseFuture::immediate(response),
-            Start::Pending(check, plan) => self.pending(check, plan, request),
-        }
+        self.proceed(start, Request::from_parts(parts, body))
     }
 
     /// The rest of a single-policy request whose admission the store's shortcut did not settle (a refusal, headers
@@ -509,6 +498,26 @@ impl<S, St, M> RateLimit<S, St, M> {
         ResB: Body<Data = Bytes> + Send + 'static,
     {
         let start = self.config.start_single(check, &Head::of_request(&request));
+        self.proceed(start, request)
+    }
+
+    /// Acts on where a request stands: call the inner service (with headers to add, or none), answer the refusal,
+    /// or wait for the store.
+    fn proceed<ReqB, ResB>(
+        &mut self,
+        start: Start<M::Body, St::Future>,
+        request: Request<ReqB>,
+    ) -> ResponseFuture<S::Future, ResB, S::Error, M>
+    where
+        M: BodyMode<ResB>,
+        M::Body: Send + 'static,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        St: RateLimitStore,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+    {
         match start {
             Start::Pass => ResponseFuture::pass(self.inner.call(request)),
             Start::Admit(headers) => ResponseFuture::inner(self.inner.call(request), headers),
