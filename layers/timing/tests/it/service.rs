@@ -414,6 +414,19 @@ async fn late_server_timing_entries_go_in_a_trailer_only_when_asked_for() {
     assert!(collected.trailers().is_none());
 }
 
+/// Sends `n` POST requests with `Content-Length: 42` through `layer` around [`ok_service`], reading each body.
+async fn post_42_bytes(layer: &TimingLayer, n: usize) {
+    let svc = tower::Layer::layer(layer, ok_service());
+    for _ in 0..n {
+        let req = Request::post("/")
+            .header("content-length", "42")
+            .body(())
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn sizes_and_stats() {
     let m = Metrics::new();
@@ -424,15 +437,7 @@ async fn sizes_and_stats() {
         .build()
         .unwrap();
     let stats = layer.stats();
-    let svc = tower::Layer::layer(&layer, ok_service());
-    for _ in 0..10 {
-        let req = Request::post("/")
-            .header("content-length", "42")
-            .body(())
-            .unwrap();
-        let res = svc.clone().oneshot(req).await.unwrap();
-        res.into_body().collect().await.unwrap();
-    }
+    post_42_bytes(&layer, 10).await;
     let req_sizes = m.series(names::REQUEST_BODY_SIZE);
     let resp_sizes = m.series(names::RESPONSE_BODY_SIZE);
     assert_eq!(req_sizes[0].1.samples(), [42.0; 10]);
@@ -541,15 +546,7 @@ async fn with_metrics_off_nothing_reaches_the_recorder_but_stats_count() {
 async fn head_and_size_histograms_are_opt_in() {
     let m = Metrics::new();
     let _g = m.install();
-    let svc = tower::Layer::layer(&TimingLayer::new(), ok_service());
-    for _ in 0..3 {
-        let req = Request::post("/")
-            .header("content-length", "42")
-            .body(())
-            .unwrap();
-        let res = svc.clone().oneshot(req).await.unwrap();
-        res.into_body().collect().await.unwrap();
-    }
+    post_42_bytes(&TimingLayer::new(), 3).await;
     assert_eq!(m.series(names::REQUEST_DURATION)[0].1.samples().len(), 3);
     for name in [
         names::REQUEST_HEAD_DURATION,
