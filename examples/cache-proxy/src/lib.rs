@@ -117,28 +117,11 @@ pub fn cache_builder(args: &Args) -> CacheLayerBuilder<MokaStore> {
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` names, `Connection` itself,
-/// `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, and every `Proxy-*` header.
+/// `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade` (the shared list of [`tower_kit_core::strip_hop_by_hop`]), and
+/// for a proxy also `Trailer` and every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
+    tower_kit_core::strip_hop_by_hop(headers);
+    headers.remove(header::TRAILER);
     let proxy: Vec<HeaderName> = headers
         .keys()
         .filter(|n| n.as_str().starts_with("proxy-"))

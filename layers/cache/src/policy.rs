@@ -228,30 +228,12 @@ pub(crate) fn tags_from(headers: &HeaderMap, names: &[HeaderName], out: &mut Vec
     }
 }
 
-/// Headers that describe one connection, not the response (RFC 9110 §7.6.1), plus `Age` (recomputed on every hit).
+/// Headers that describe one connection, not the response (RFC 9110 §7.6.1), plus `Proxy-Authenticate` and `Age`
+/// (recomputed on every hit).
 pub(crate) fn strip_for_storage(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::AGE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    tower_kit_core::strip_hop_by_hop(headers);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::AGE);
 }
 
 #[cfg(test)]

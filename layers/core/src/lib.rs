@@ -10,6 +10,7 @@
 //! - [`grpc`]: gRPC detection and gRPC-shaped refusals (HTTP 200 with `grpc-status`).
 //! - [`PolicyBody`]: the response body of a layer that either forwards the inner response or answers itself.
 //! - [`ConfigError`]: the error every layer's `builder().build()` returns, naming the bad field.
+//! - [`strip_hop_by_hop`]: removes the connection-specific header fields (for caches and proxies).
 //!
 //! # Example
 //!
@@ -41,11 +42,13 @@ mod body;
 mod client_addr;
 mod error;
 pub mod grpc;
+mod hop_by_hop;
 mod policy_body;
 mod server_timing;
 
 pub use body::{BodyEnd, BodyObserver, ObservedBody, content_length};
 pub use client_addr::{canonical_ip, client_addr};
 pub use error::ConfigError;
+pub use hop_by_hop::strip_hop_by_hop;
 pub use policy_body::PolicyBody;
 pub use server_timing::{ServerTiming, accepts_trailers};
