@@ -40,6 +40,7 @@ use axum::{
 use serde::Deserialize;
 use std::time::Duration;
 use tower_kit_cache::{CacheHandle, CacheLayer, MokaStore, RedisStore, Store, TieredStore};
+use tower_kit_gzip::GzipLayer;
 
 /// Flags of the response cache.
 #[derive(Debug, Clone, clap::Args)]
@@ -84,16 +85,18 @@ pub const REPORT_WORK: Duration = Duration::from_millis(300);
 
 /// The item routes (from [`crate::items`]) and `/api/report`, behind the cache; warm-up started if configured.
 /// With `redis_url` the cache is tiered (moka L1, Redis L2); call it inside the tokio runtime, so the store can
-/// listen for other servers' invalidations.
+/// listen for other servers' invalidations. With `compress`, responses are compressed *inside* the cache, so it
+/// stores the gzip variant (keyed on `Vary: Accept-Encoding`) and a hit costs no compression.
 pub fn router(
     items: Items,
     args: &Args,
     redis_url: Option<&str>,
+    compress: Option<GzipLayer>,
 ) -> Result<Router, tower_kit::core::ConfigError> {
-    match redis_url {
-        None => build(items, args).map(|(router, _)| router),
-        Some(url) => build_with(items, args, tiered(url, args)?).map(|(router, _)| router),
-    }
+    Ok(match redis_url {
+        None => build_with(items, args, MokaStore::new(args.max_bytes), compress)?.0,
+        Some(url) => build_with(items, args, tiered(url, args)?, compress)?.0,
+    })
 }
 
 /// The tiered store on `url`: `max_bytes` of L1, Redis behind it with the demo's key prefix.
@@ -110,7 +113,7 @@ pub fn build(
     items: Items,
     args: &Args,
 ) -> Result<(Router, CacheHandle), tower_kit::core::ConfigError> {
-    build_with(items, args, MokaStore::new(args.max_bytes))
+    build_with(items, args, MokaStore::new(args.max_bytes), None)
 }
 
 /// [`router`] on `store`, and the cache's handle.
@@ -118,6 +121,7 @@ pub fn build_with<St: Store>(
     items: Items,
     args: &Args,
     store: St,
+    compress: Option<GzipLayer>,
 ) -> Result<(Router, CacheHandle<St>), tower_kit::core::ConfigError> {
     let (layer, handle) = CacheLayer::builder()
         .store(store)
@@ -133,6 +137,10 @@ pub fn build_with<St: Store>(
             items: items.clone(),
             cache: handle.clone(),
         });
+    let own = match compress {
+        Some(gzip) => own.layer(gzip),
+        None => own,
+    };
     if !args.enabled {
         return Ok((own, handle));
     }
@@ -284,7 +292,16 @@ fn warm<St: Store>(router: Router, cache: CacheHandle<St>) {
         return;
     };
     runtime.spawn(async move {
-        let requests = Request::get("/api/items").body(Body::empty()).ok();
+        // Both variants: identity, and gzip (stored compressed when the cache wraps a gzip layer).
+        let requests: Vec<Request<Body>> = [
+            Request::get("/api/items").body(Body::empty()),
+            Request::get("/api/items")
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Body::empty()),
+        ]
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
         let report = cache.warm_up(router, requests).await;
         tracing::info!(stored = report.stored, "cache warmed: GET /api/items");
     });
@@ -322,6 +339,37 @@ mod tests {
             .header("host", "localhost:3000")
             .body(Body::empty())
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn compressed_inside_the_cache_a_hit_is_served_compressed() {
+        let gzip = crate::gzip::response_layer(&crate::gzip::Args::default()).unwrap();
+        let store = MokaStore::new(args(false).max_bytes);
+        let (app, _) = build_with(Items::seeded(), &args(false), store, Some(gzip)).unwrap();
+        let gzip_get = || {
+            let mut req = get("/api/items");
+            req.headers_mut()
+                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            req
+        };
+        let fetch = async |req: Request<Body>| {
+            let res = app.clone().oneshot(req).await.unwrap();
+            let (parts, body) = res.into_parts();
+            (parts.headers, body.collect().await.unwrap().to_bytes())
+        };
+        let (first, first_body) = fetch(gzip_get()).await;
+        assert_eq!(first["x-cache"], "MISS");
+        assert_eq!(first["content-encoding"], "gzip");
+        // Nothing outside the cache compresses here: a gzip hit is the stored compressed variant.
+        let (hit, hit_body) = fetch(gzip_get()).await;
+        assert_eq!(hit["x-cache"], "HIT");
+        assert_eq!(hit["content-encoding"], "gzip");
+        assert_eq!(hit_body, first_body);
+        // A client without gzip has its own variant, uncompressed.
+        let (plain, plain_body) = fetch(get("/api/items")).await;
+        assert_eq!(plain["x-cache"], "MISS");
+        assert!(plain.get("content-encoding").is_none());
+        assert!(serde_json::from_slice::<serde_json::Value>(&plain_body).is_ok());
     }
 
     #[tokio::test]

@@ -38,14 +38,19 @@ impl Default for Args {
     }
 }
 
+/// Response compression with the demo's settings (also used inside the cache, on the cached routes).
+pub fn response_layer(args: &Args) -> Result<GzipLayer, tower_kit::core::ConfigError> {
+    GzipLayer::builder()
+        .min_size(args.gzip_min_size)
+        .level(args.gzip_level)
+        .build()
+}
+
 /// Request decoding (inner) and response compression (outer), as one layer.
 pub fn layers(
     args: &Args,
 ) -> Result<Stack<GzipRequestLayer, GzipLayer>, tower_kit::core::ConfigError> {
-    let response = GzipLayer::builder()
-        .min_size(args.gzip_min_size)
-        .level(args.gzip_level)
-        .build()?;
+    let response = response_layer(args)?;
     let request = GzipRequestLayer::builder()
         .max_decoded(args.gzip_max_decoded)
         .build()?;

@@ -45,6 +45,11 @@ pub fn app(
             items,
             &config.cache,
             config.ratelimit.redis_url.as_deref(),
+            // Compressed inside the cache too, so cache hits are served already compressed.
+            config
+                .enabled(LayerName::Gzip)
+                .then(|| gzip::response_layer(&config.gzip))
+                .transpose()?,
         )?)
         .merge(batch::router(&config.batch, pool))
         .merge(concurrency::router(&config.concurrency)?)
