@@ -292,11 +292,13 @@ fn warm<St: Store>(router: Router, cache: CacheHandle<St>) {
         return;
     };
     runtime.spawn(async move {
-        // Both variants: identity, and gzip (stored compressed when the cache wraps a gzip layer).
+        // Two variants: identity, and what browsers and `curl --compressed` accept (stored gzip-compressed when the
+        // cache wraps a gzip layer). The cache keys on the set of codings accepted, so a client sending only
+        // `gzip` is a third variant, filled on its first request.
         let requests: Vec<Request<Body>> = [
             Request::get("/api/items").body(Body::empty()),
             Request::get("/api/items")
-                .header(header::ACCEPT_ENCODING, "gzip")
+                .header(header::ACCEPT_ENCODING, "gzip, deflate, br, zstd")
                 .body(Body::empty()),
         ]
         .into_iter()
@@ -515,5 +517,29 @@ mod tests {
         }
         let (_, h, _) = call(&app, get("/api/items")).await;
         assert_eq!(h["x-cache"], "HIT", "the first client request is a hit");
+    }
+
+    #[tokio::test]
+    async fn the_warm_up_stores_the_compressed_variant_browsers_and_curl_ask_for() {
+        let gzip = crate::gzip::response_layer(&crate::gzip::Args::default()).unwrap();
+        let store = MokaStore::new(args(true).max_bytes);
+        let (app, handle) = build_with(Items::seeded(), &args(true), store, Some(gzip)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while handle.stats().await.stored < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "warm-up never stored both variants"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // What `curl --compressed` sends (browsers send the same set in another order).
+        let mut req = get("/api/items");
+        req.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("deflate, gzip, br, zstd"),
+        );
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["x-cache"], "HIT");
+        assert_eq!(res.headers()["content-encoding"], "gzip");
     }
 }
