@@ -1237,17 +1237,23 @@ struct CountedStore<St> {
     work: Work,
 }
 
+impl<St> CountedStore<St> {
+    /// `fut`, counted as in flight from now until it completes or is dropped.
+    fn counted<F: Future + Send>(&self, fut: F) -> impl Future<Output = F::Output> + Send {
+        let call = self.work.call();
+        async move {
+            let _call = call;
+            fut.await
+        }
+    }
+}
+
 impl<St: Store> Store for CountedStore<St> {
     fn get(
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<StoredValue>, StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.get(key);
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.get(key))
     }
 
     fn get_now(&self, key: &str) -> Option<Result<Option<StoredValue>, StoreError>> {
@@ -1260,57 +1266,27 @@ impl<St: Store> Store for CountedStore<St> {
         value: StoredValue,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.put(key, value, ttl);
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.put(key, value, ttl))
     }
 
     fn remove(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.remove(key);
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.remove(key))
     }
 
     fn remove_prefix(&self, prefix: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.remove_prefix(prefix);
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.remove_prefix(prefix))
     }
 
     fn remove_tag(&self, tag: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.remove_tag(tag);
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.remove_tag(tag))
     }
 
     fn clear(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.clear();
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.clear())
     }
 
     fn usage(&self) -> impl Future<Output = Result<StoreUsage, StoreError>> + Send {
-        let call = self.work.call();
-        let fut = self.inner.usage();
-        async move {
-            let _call = call;
-            fut.await
-        }
+        self.counted(self.inner.usage())
     }
 
     fn lease(
