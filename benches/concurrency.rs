@@ -1,7 +1,11 @@
 //! ConcurrencyLayer next to tower's ConcurrencyLimit (and ConcurrencyLimit + LoadShed).
 //!
 //! - `concurrency/uncontended`: the added cost of one call through the limit when slots are free: bare service,
-//!   tower-kit `ConcurrencyLayer`, tower `ConcurrencyLimitLayer`.
+//!   tower-kit `ConcurrencyLayer`, tower `ConcurrencyLimitLayer`. The response has no header at all.
+//! - `concurrency/uncontended_typed`: the same with a `content-type` on the response, as every real handler
+//!   sends (tower-kit looks for `text/event-stream` in it).
+//! - `concurrency/axum`: one axum route with the layer added by `Router::layer`: the router alone, + a layer that
+//!   does nothing (what `Router::layer` itself costs), + tower's `ConcurrencyLimitLayer`, + `ConcurrencyLayer`.
 //! - overload (printed after the criterion groups): 2× more callers than permits, inner service sleeping 1 ms,
 //!   for a fixed time; goodput (admitted requests per second) and p50/p99 latency of admitted requests, for
 //!   tower-kit (refuse at once, and with a short LIFO queue) and tower `LoadShed` + `ConcurrencyLimit`.
@@ -18,7 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 use tower::{
-    BoxError, Service, ServiceBuilder, ServiceExt, limit::ConcurrencyLimitLayer, service_fn,
+    BoxError, Service, ServiceBuilder, ServiceExt, layer::util::Identity,
+    limit::ConcurrencyLimitLayer, service_fn,
 };
 use tower_kit_concurrency::{ConcurrencyLayer, QueueOrder};
 
@@ -29,6 +34,20 @@ fn ready_inner()
 {
     service_fn(|_req: Req| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    })
+}
+
+/// [`ready_inner`] with a `content-type` on the response.
+fn typed_inner()
+-> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone + Send
+{
+    service_fn(|_req: Req| async {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok::<_, Infallible>(response)
     })
 }
 
@@ -53,23 +72,55 @@ fn uncontended(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("concurrency/uncontended");
+    uncontended_group(c, &rt, "concurrency/uncontended", ready_inner);
+    uncontended_group(c, &rt, "concurrency/uncontended_typed", typed_inner);
+}
+
+fn uncontended_group<S, F>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, inner: F)
+where
+    S: Service<Req, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+    F: Fn() -> S,
+{
+    let mut group = c.benchmark_group(name);
     group.bench_function("bare", |b| {
-        let mut svc = ready_inner();
+        let mut svc = inner();
         b.iter_custom(|iters| rt.block_on(run_calls(&mut svc, iters)));
     });
     group.bench_function("tower-kit ConcurrencyLayer", |b| {
         let mut svc = ServiceBuilder::new()
             .layer(ConcurrencyLayer::new(1024.try_into().unwrap()))
-            .service(ready_inner());
+            .service(inner());
         b.iter_custom(|iters| rt.block_on(run_calls(&mut svc, iters)));
     });
     group.bench_function("tower ConcurrencyLimit", |b| {
         let mut svc = ServiceBuilder::new()
             .layer(ConcurrencyLimitLayer::new(1024))
-            .service(ready_inner());
+            .service(inner());
         b.iter_custom(|iters| rt.block_on(run_calls(&mut svc, iters)));
     });
+    group.finish();
+}
+
+#[path = "concurrency/axum_routes.rs"]
+mod axum_routes;
+
+fn in_axum(c: &mut Criterion) {
+    use axum_routes::{router, send};
+    let mut group = c.benchmark_group("concurrency/axum");
+    for (name, mut router) in [
+        ("bare router", router()),
+        ("identity layer", router().layer(Identity::new())),
+        (
+            "tower ConcurrencyLimit",
+            router().layer(ConcurrencyLimitLayer::new(1024)),
+        ),
+        (
+            "tower-kit ConcurrencyLayer",
+            router().layer(ConcurrencyLayer::new(1024.try_into().unwrap())),
+        ),
+    ] {
+        group.bench_function(name, |b| b.iter(|| send(&mut router)));
+    }
     group.finish();
 }
 
@@ -221,6 +272,7 @@ fn overload() {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     uncontended(&mut c);
+    in_axum(&mut c);
     c.final_summary();
     overload();
 }

@@ -9,6 +9,9 @@
 //!   `keep_inner_body()` as recommended under axum;
 //! - `ratelimit/tower_kit_headers`: the same with `RateLimit-Policy`/`RateLimit` on admitted responses;
 //! - `ratelimit/tower_kit_policy_body`: the default body mode (`PolicyBody`), which axum boxes again per response;
+//! - `ratelimit_served/*`: the layer around the whole router (not `Router::layer`), served as `axum::serve` serves
+//!   a service (one clone per request): the router alone, + `GovernorLayer`, + `RateLimitLayer`. No route is
+//!   wrapped again, so this is each layer's own cost;
 //! - `ratelimit_contended/*`: two threads sending through one shared layer (same key: one hot state), measured
 //!   as the wall time for both threads to send `iters` requests each.
 #![allow(missing_docs)]
@@ -18,7 +21,10 @@ mod routers;
 
 use axum::Router;
 use criterion::{Criterion, criterion_group, criterion_main};
-use routers::{base, send, with_governor, with_identity, with_kit, with_kit_policy_body};
+use routers::{
+    base, send, send_served, served_governor, served_kit, with_governor, with_identity, with_kit,
+    with_kit_policy_body,
+};
 use std::{
     sync::{Arc, Barrier},
     time::{Duration, Instant},
@@ -36,6 +42,15 @@ fn bench(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| b.iter(|| send(&mut router)));
     }
+    group.finish();
+
+    let mut group = c.benchmark_group("ratelimit_served");
+    let bare = base();
+    group.bench_function("axum_bare", |b| b.iter(|| send_served(&bare)));
+    let governor = served_governor();
+    group.bench_function("tower_governor", |b| b.iter(|| send_served(&governor)));
+    let kit = served_kit();
+    group.bench_function("tower_kit", |b| b.iter(|| send_served(&kit)));
     group.finish();
 
     let mut group = c.benchmark_group("ratelimit_contended");

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use axum::{Router, body::Body, extract::ConnectInfo, routing::get};
-use http::Request;
+use http::{Request, Response};
+use std::convert::Infallible;
 use std::{
     future::Future,
     hint::black_box,
@@ -12,7 +13,7 @@ use std::{
     pin::pin,
     task::{Context, Poll, Waker},
 };
-use tower::Service;
+use tower::{Layer, Service};
 use tower_kit_ratelimit::{Policy, Quota, RateLimitLayer};
 
 pub(crate) fn peer() -> SocketAddr {
@@ -80,5 +81,49 @@ pub(crate) fn send(router: &mut Router) {
             black_box(response);
         }
         _ => panic!("the router did not answer on the first poll"),
+    }
+}
+
+/// The layer around the whole router instead of inside it (`Router::layer`): how a limiter keyed on the peer
+/// address can be served (`axum::serve(listener, layer.layer(router).into_make_service_with_connect_info())`); it
+/// then refuses before routing and covers unmatched paths too. No route is wrapped again, so the figure is the
+/// layer's own cost. Served so, a service is cloned for each request (hyper-util's `TowerToHyperService`), which
+/// [`send_served`] does too.
+pub(crate) trait Served:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
+{
+}
+
+impl<S> Served for S where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
+{
+}
+
+pub(crate) fn served_governor() -> impl Served {
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .finish()
+        .unwrap();
+    tower_governor::GovernorLayer::new(config).layer(base())
+}
+
+pub(crate) fn served_kit() -> impl Served {
+    kit_layer(false).keep_inner_body().layer(base())
+}
+
+/// Sends one request as a server does: a clone of the service, polled ready, called once.
+pub(crate) fn send_served(service: &impl Served) {
+    let mut service = service.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let fut = service.call(request());
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => {
+            assert_eq!(response.status(), 200);
+            black_box(response);
+        }
+        _ => panic!("the service did not answer on the first poll"),
     }
 }
