@@ -14,7 +14,10 @@ use std::{
     task::{Context, Poll, Waker},
 };
 use tower::{Layer, Service};
-use tower_kit_ratelimit::{Policy, Quota, RateLimitLayer};
+use tower_kit_ratelimit::{
+    Key, Policy, Quota, RateLimitLayer,
+    store::{Check, PolicyId},
+};
 
 pub(crate) fn peer() -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 7], 40_000))
@@ -49,11 +52,23 @@ pub(crate) fn with_governor() -> Router {
     base().layer(tower_governor::GovernorLayer::new(config))
 }
 
+/// One unit per nanosecond with a burst of u32::MAX: never reached, like the governor configuration.
+pub(crate) fn quota() -> Quota {
+    Quota::per_second(NonZeroU32::MAX).with_burst(NonZeroU32::MAX)
+}
+
+/// The store check the layer makes for [`request`]: policy `bench`, the peer's address, [`quota`].
+pub(crate) fn check() -> Check {
+    Check {
+        policy: PolicyId::of("bench"),
+        key: Key::from_ip(peer().ip(), 64),
+        quota: quota(),
+    }
+}
+
 pub(crate) fn kit_layer(headers: bool) -> RateLimitLayer {
-    // One unit per nanosecond with a burst of u32::MAX: never reached, like the governor configuration.
-    let quota = Quota::per_second(NonZeroU32::MAX).with_burst(NonZeroU32::MAX);
     RateLimitLayer::builder()
-        .policy(Policy::new("bench", quota))
+        .policy(Policy::new("bench", quota()))
         .headers_on_admitted(headers)
         .build()
         .unwrap()

@@ -3,28 +3,22 @@
 //! key (one hot state): `cargo run --release -p bench-ratelimit --example decisions`. Fastest of 21 rounds.
 #![allow(missing_docs)]
 
+#[path = "../routers.rs"]
+mod routers;
+
 use std::{
     hint::black_box,
-    net::IpAddr,
-    num::NonZeroU32,
     sync::Barrier,
     time::{Duration, Instant},
 };
-use tower_kit_ratelimit::{
-    InMemoryStore, Key, Quota, RateLimitStore,
-    store::{Check, PolicyId},
-};
+use tower_kit_ratelimit::{InMemoryStore, RateLimitStore};
 
 const DECISIONS: u64 = 500_000;
 
 fn main() {
-    let ip: IpAddr = [192, 0, 2, 7].into();
+    let ip = routers::peer().ip();
     let store = InMemoryStore::new();
-    let check = Check {
-        policy: PolicyId::of("bench"),
-        key: Key::from_ip(ip, 64),
-        quota: Quota::per_second(NonZeroU32::MAX).with_burst(NonZeroU32::MAX),
-    };
+    let check = routers::check();
     let config = tower_governor::governor::GovernorConfigBuilder::default()
         .per_nanosecond(1)
         .burst_size(u32::MAX)

@@ -2,20 +2,15 @@
 //! `cargo run --release -p bench-ratelimit --example store_loop`.
 #![allow(missing_docs)]
 
-use std::{hint::black_box, net::IpAddr, num::NonZeroU32, time::Instant};
-use tower_kit_ratelimit::{
-    InMemoryStore, Key, Quota, RateLimitStore,
-    store::{Check, CheckRequest, PolicyId},
-};
+#[path = "../routers.rs"]
+mod routers;
+
+use std::{hint::black_box, time::Instant};
+use tower_kit_ratelimit::{InMemoryStore, RateLimitStore, store::CheckRequest};
 
 fn main() {
-    let ip: IpAddr = [192, 0, 2, 7].into();
     let store = InMemoryStore::new();
-    let check = Check {
-        policy: PolicyId::of("bench"),
-        key: Key::from_ip(ip, 64),
-        quota: Quota::per_second(NonZeroU32::MAX).with_burst(NonZeroU32::MAX),
-    };
+    let check = routers::check();
     let n = 200_000;
     let rounds = 41;
     // The same store on a clock that costs an atomic load: what reading the time costs.
