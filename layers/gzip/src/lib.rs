@@ -21,7 +21,8 @@
 //! encoding depended on the request, compressed or not).
 //!
 //! [`GzipRequestLayer`] decodes `Content-Encoding: gzip` request bodies (every member) before the inner service
-//! runs, up to a cap (10 MiB): over it `413`, corrupt or truncated `400`, other codings `415`.
+//! runs, up to a cap (10 MiB): over it `413`, corrupt or truncated `400`, other codings `415`. A request without a
+//! body (`GET /health` with a `Content-Encoding` header) passes through untouched, whatever its coding.
 //!
 //! # Example
 //!
@@ -85,6 +86,7 @@ mod request;
 mod service;
 
 pub use body::{BoxError, GzipBody};
+pub use engine::{STREAM_MEM_LEVEL, STREAM_MEMORY_BUDGET, STREAM_WINDOW_BITS};
 pub use future::ResponseFuture;
 pub use layer::{
     DEFAULT_IDLE_FLUSH, DEFAULT_LEVEL, DEFAULT_MAX_BUFFERED, DEFAULT_MIN_SIZE,

@@ -10,7 +10,8 @@ pub const SKIPPED: &str = "tower_kit.gzip.skipped";
 pub const BYTES_IN: &str = "tower_kit.gzip.bytes_in";
 /// Counter: compressed bytes produced, labelled `engine`.
 pub const BYTES_OUT: &str = "tower_kit.gzip.bytes_out";
-/// Counter: gzip request bodies, labelled `outcome` (`decoded`, `too_large`, `corrupt`, `unsupported`).
+/// Counter: gzip request bodies, labelled `outcome` (`decoded`, `too_large`, `corrupt`, `unsupported`, and
+/// `no_body` for a request with a `Content-Encoding` but no body, passed through untouched).
 pub const REQUESTS_DECODED: &str = "tower_kit.gzip.request.decoded";
 
 /// Engine label values.

@@ -245,3 +245,62 @@ fn metrics_count_outcomes() {
         assert_eq!(count, 1, "{outcome}");
     }
 }
+
+#[tokio::test]
+async fn requests_without_a_body_pass_through_whatever_their_coding() {
+    for encoding in ["br", "gzip", "zstd", "gzip, gzip", "gz\u{7f}ip"] {
+        for (name, body, content_length) in [
+            ("ended body", TestBody::default(), None),
+            ("exact size 0", TestBody::chunks([Vec::new()]).exact(), None),
+            (
+                "content-length 0",
+                TestBody::chunks([Vec::new()]),
+                Some("0"),
+            ),
+        ] {
+            let mut request = Request::get("/health").body(body).unwrap();
+            let Ok(value) = HeaderValue::from_str(encoding) else {
+                continue;
+            };
+            request
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, value);
+            if let Some(length) = content_length {
+                request
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+            }
+            let response = GzipRequestLayer::new()
+                .layer(service_fn(echo))
+                .oneshot(request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{encoding}, {name}");
+            let out = response.into_body().collect().await.unwrap().to_bytes();
+            // Untouched: the inner service sees the header as sent, and no body.
+            let expected = format!("{encoding}|{}|", content_length.unwrap_or(""));
+            assert_eq!(out, expected.as_bytes(), "{encoding}, {name}");
+        }
+    }
+    // A body of unknown size is still refused for an unsupported coding, and decoded for gzip.
+    let (status, ..) = send(
+        GzipRequestLayer::new(),
+        Some("br"),
+        TestBody::chunks([b"x".to_vec()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, _, out) = send(
+        GzipRequestLayer::new(),
+        Some("br"),
+        TestBody::full(b"not empty".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (status, &out[..]),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &b"request Content-Encoding must be gzip or identity\n"[..]
+        )
+    );
+}

@@ -21,6 +21,8 @@ pub(crate) struct RequestConfig {
 /// - Over the cap: `413 Payload Too Large`, without reading further. Corrupt, truncated, or unreadable: `400`.
 /// - Any other coding, or gzip stacked on gzip: `415 Unsupported Media Type` with `Accept-Encoding: gzip`.
 /// - No `Content-Encoding`: the request passes through untouched.
+/// - No body (the body has ended or is exactly 0 bytes, or `Content-Length: 0`), whatever the `Content-Encoding`:
+///   the request passes through untouched, so `GET /health` from a client that labels every request is not refused.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct GzipRequestLayer {

@@ -73,6 +73,16 @@ pub(crate) fn coding(headers: &HeaderMap) -> Coding {
     }
 }
 
+/// Whether a request has no body to decode: its body says it has ended or is exactly 0 bytes long (hyper's body
+/// for an HTTP/1 request without `Content-Length` and `Transfer-Encoding`, or an HTTP/2 request whose headers end
+/// the stream), or it declares `Content-Length: 0`.
+pub(crate) fn carries_no_body<B: Body>(request: &Request<B>) -> bool {
+    let body = request.body();
+    body.is_end_stream()
+        || body.size_hint().exact() == Some(0)
+        || tower_kit_core::content_length(request.headers()) == Some(0)
+}
+
 /// A plain-text refusal.
 pub(crate) fn refusal<B>(status: StatusCode, message: &'static str) -> Response<PolicyBody<B>> {
     let mut response = Response::new(PolicyBody::full(message));
@@ -106,7 +116,16 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match coding(request.headers()) {
+        let coding = coding(request.headers());
+        if !matches!(coding, Coding::Identity { .. }) && carries_no_body(&request) {
+            // Nothing to decode (`GET /health` from a client that sets `Content-Encoding` on every request): not
+            // refused, not touched.
+            metrics::request("no_body");
+            let (parts, body) = request.into_parts();
+            let request = Request::from_parts(parts, DecodedBody::Passthrough { body });
+            return RequestFuture::inner(self.inner.call(request));
+        }
+        match coding {
             Coding::Identity { strip } => {
                 let (mut parts, body) = request.into_parts();
                 if strip {
