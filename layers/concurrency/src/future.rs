@@ -1,7 +1,7 @@
 //! [`ResponseFuture`]: waits for a slot if needed, then runs the inner service.
 
 use crate::{
-    RejectReason,
+    RefusalReason,
     body::{ConcurrencyBody, Held, LayerPermit},
     keyed::KeyPermit,
     layer::{Config, ReleaseAt},
@@ -147,13 +147,13 @@ where
 /// Counts a refusal and builds its response.
 pub(crate) fn refusal(
     config: &Config,
-    reason: RejectReason,
+    reason: RefusalReason,
     waited: Duration,
     grpc: bool,
 ) -> Response<Bytes> {
     config.metrics.rejected(reason);
     config
-        .rejection
+        .refusals
         .build(reason, config.gate.limit(), waited, grpc)
 }
 
@@ -208,12 +208,12 @@ fn poll_other<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    let outcome: Result<(LayerPermit, usize), RejectReason> = match other.0.as_deref_mut() {
+    let outcome: Result<(LayerPermit, usize), RefusalReason> = match other.0.as_deref_mut() {
         None => panic!("ResponseFuture polled after completion"),
-        Some(Other::Refused(_)) => Err(RejectReason::QueueFull),
+        Some(Other::Refused(_)) => Err(RefusalReason::QueueFull),
         Some(Other::Waiting(q)) => match q.waiter.check(Some(cx.waker())) {
             Poll::Ready(Ok(permit)) => Ok(permit),
-            Poll::Ready(Err(_evicted)) => Err(RejectReason::QueueFull),
+            Poll::Ready(Err(_evicted)) => Err(RefusalReason::QueueFull),
             Poll::Pending => {
                 if q.deadline.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
@@ -221,7 +221,7 @@ where
                 // The deadline passed; a slot may have been handed over at the same instant.
                 match q.waiter.check(None) {
                     Poll::Ready(Ok(permit)) => Ok(permit),
-                    _ => Err(RejectReason::QueueTimeout),
+                    _ => Err(RefusalReason::QueueTimeout),
                 }
             }
         },

@@ -4,7 +4,7 @@
 //! The map is keyed by the full key string with std's randomly seeded SipHash: keys come from clients, so a
 //! flooding-resistant hash matters more here than a few nanoseconds.
 
-use crate::RejectReason;
+use crate::RefusalReason;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -30,14 +30,14 @@ impl KeyedLimits {
     }
 
     /// Takes one of `key`'s slots, or says why not.
-    pub(crate) fn acquire(self: &Arc<Self>, key: String) -> Result<KeyPermit, RejectReason> {
+    pub(crate) fn acquire(self: &Arc<Self>, key: String) -> Result<KeyPermit, RefusalReason> {
         let key = key.into_boxed_str();
         let mut map = self.lock();
         let tracked = map.len();
         match map.get_mut(&key) {
-            Some(n) if *n >= self.max_per_key => return Err(RejectReason::KeyLimit),
+            Some(n) if *n >= self.max_per_key => return Err(RefusalReason::KeyLimit),
             Some(n) => *n += 1,
-            None if tracked >= self.max_keys => return Err(RejectReason::TooManyKeys),
+            None if tracked >= self.max_keys => return Err(RefusalReason::TooManyKeys),
             None => {
                 map.insert(key.clone(), 1);
             }
@@ -102,7 +102,7 @@ mod tests {
         let k = Arc::new(KeyedLimits::new(2, 10));
         let a1 = k.acquire("a".into()).unwrap();
         let a2 = k.acquire("a".into()).unwrap();
-        assert_eq!(k.acquire("a".into()).unwrap_err(), RejectReason::KeyLimit);
+        assert_eq!(k.acquire("a".into()).unwrap_err(), RefusalReason::KeyLimit);
         let b = k.acquire("b".into()).unwrap();
         assert_eq!(k.in_flight("a"), 2);
         assert_eq!(k.keys(), 2);
@@ -120,7 +120,7 @@ mod tests {
         let held: Vec<_> = (0..3).map(|i| k.acquire(i.to_string()).unwrap()).collect();
         assert_eq!(
             k.acquire("new".into()).unwrap_err(),
-            RejectReason::TooManyKeys
+            RefusalReason::TooManyKeys
         );
         drop(held);
         assert_eq!(k.keys(), 0);
@@ -132,7 +132,7 @@ mod tests {
         let k = Arc::new(KeyedLimits::new(1, 100));
         let long = "x".repeat(100_000);
         let _p = k.acquire(long.clone()).unwrap();
-        assert_eq!(k.acquire(long).unwrap_err(), RejectReason::KeyLimit);
+        assert_eq!(k.acquire(long).unwrap_err(), RefusalReason::KeyLimit);
         let _q = k.acquire(String::new()).unwrap();
         let _r = k.acquire("\u{0}\r\n".into()).unwrap();
         assert_eq!(k.keys(), 3);

@@ -4,8 +4,8 @@ use crate::{
     adaptive::{AdaptiveLimit, Controller},
     keyed::KeyedLimits,
     metrics::Metrics,
-    queue::{Gate, GateRef, QueueOrder},
-    reject::{Rejection, RejectionHook, RejectionResponse},
+    queue::{Gate, GateRef},
+    refusal::{MapRefusal, Refusal, RefusalHook, Refusals},
     service::Concurrency,
 };
 use bytes::Bytes;
@@ -28,6 +28,17 @@ pub enum ReleaseAt {
     Head,
 }
 
+/// In which order queued callers get a freed slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QueueOrder {
+    /// First in, first out (the default): every caller waits its turn.
+    #[default]
+    Fifo,
+    /// Last in, first out: under overload the freshest callers, whose clients are still waiting, are served first;
+    /// when the queue is full a new caller evicts the oldest waiter (which is refused) instead of being refused.
+    Lifo,
+}
+
 pub(crate) type RequestPredicate = Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>;
 pub(crate) type ResponsePredicate = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
 pub(crate) type KeyFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
@@ -46,7 +57,7 @@ pub(crate) struct Config {
     /// check: it is released at the end of the body, and there is no adaptive limit and no stream predicate.
     /// (Computed once: the response path tests this one flag.)
     pub(crate) plain_response: bool,
-    pub(crate) rejection: RejectionResponse,
+    pub(crate) refusals: Refusals,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -115,7 +126,7 @@ impl std::fmt::Debug for ConcurrencyLayer {
             .field("exempt", &c.exempt.is_some())
             .field("keyed", &c.keyed.as_ref().map(|k| &k.0))
             .field("adaptive", &c.adaptive.is_some())
-            .field("rejection", &c.rejection)
+            .field("refusals", &c.refusals)
             .finish()
     }
 }
@@ -187,7 +198,8 @@ pub struct ConcurrencyLayerBuilder {
     status: StatusCode,
     body: Bytes,
     retry_after: Duration,
-    hook: Option<RejectionHook>,
+    on_refusal: Option<RefusalHook>,
+    map_refusal: Option<MapRefusal>,
     name: Option<String>,
 }
 
@@ -208,7 +220,8 @@ impl Default for ConcurrencyLayerBuilder {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::from_static(b"server busy: concurrency limit reached, retry later\n"),
             retry_after: Duration::from_secs(1),
-            hook: None,
+            on_refusal: None,
+            map_refusal: None,
             name: None,
         }
     }
@@ -301,29 +314,41 @@ impl ConcurrencyLayerBuilder {
 
     /// The HTTP status of a refusal, a 4xx or 5xx (default 503 Service Unavailable; 429 Too Many Requests is the
     /// other common choice, see the book). gRPC calls always get HTTP 200 with `grpc-status: 8`.
-    pub fn rejection_status(mut self, status: StatusCode) -> Self {
+    pub fn refusal_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
     }
 
     /// The body of a refusal (default a short plain-text sentence; empty for none).
-    pub fn rejection_body(mut self, body: impl Into<Bytes>) -> Self {
+    pub fn refusal_body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
     }
 
-    /// The `Retry-After` of a refusal, sent in whole seconds rounded up (default 1 s).
+    /// The `Retry-After` of a refusal, sent in whole seconds rounded up, at least 1 (default 1 s); gRPC refusals
+    /// carry it as `grpc-retry-pushback-ms`.
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = after;
         self
     }
 
-    /// A hook that may change each refusal (add headers, change the status or body) before it is sent.
-    pub fn on_rejection<F>(mut self, hook: F) -> Self
+    /// Called for every refusal, with why it happened (log it, count it). Runs on the request's task; keep it
+    /// cheap. Default: none.
+    pub fn on_refusal<F>(mut self, hook: F) -> Self
     where
-        F: Fn(&Rejection, &mut Response<Bytes>) + Send + Sync + 'static,
+        F: Fn(&Refusal) + Send + Sync + 'static,
     {
-        self.hook = Some(Arc::new(hook));
+        self.on_refusal = Some(Arc::new(hook));
+        self
+    }
+
+    /// A hook that may change each refusal response (add headers, change the status or body) before it is sent.
+    /// Default: none.
+    pub fn map_refusal<F>(mut self, map: F) -> Self
+    where
+        F: Fn(&Refusal, &mut Response<Bytes>) + Send + Sync + 'static,
+    {
+        self.map_refusal = Some(Arc::new(map));
         self
     }
 
@@ -368,7 +393,7 @@ impl ConcurrencyLayerBuilder {
         }
         if !(self.status.is_client_error() || self.status.is_server_error()) {
             return Err(ConfigError::new(
-                "rejection_status",
+                "refusal_status",
                 format!("must be a 4xx or 5xx status (got {})", self.status.as_u16()),
             ));
         }
@@ -424,11 +449,12 @@ impl ConcurrencyLayerBuilder {
                     .map(|(max, key)| (Arc::new(KeyedLimits::new(max, max_keys)), key)),
                 adaptive: self.adaptive.as_ref().map(Controller::new),
                 plain_response,
-                rejection: RejectionResponse::new(
+                refusals: Refusals::new(
                     self.status,
                     self.body,
                     self.retry_after,
-                    self.hook,
+                    self.on_refusal,
+                    self.map_refusal,
                 ),
                 metrics,
             }),
@@ -479,8 +505,8 @@ mod tests {
             "max_queue_wait"
         );
         assert_eq!(
-            field(b().max_in_flight(1).rejection_status(StatusCode::OK)),
-            "rejection_status"
+            field(b().max_in_flight(1).refusal_status(StatusCode::OK)),
+            "refusal_status"
         );
         assert_eq!(
             field(

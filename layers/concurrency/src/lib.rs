@@ -15,6 +15,10 @@
 //!   the head by default so a few SSE clients cannot hold every slot.
 //! - **A bounded queue with a deadline**, FIFO or LIFO (LIFO serves the freshest callers under overload and evicts
 //!   the oldest when full). A caller that goes away while queued leaves the queue at once.
+//! - **Refusals you can see and shape**: [`on_refusal`](ConcurrencyLayerBuilder::on_refusal) hears of each
+//!   [`Refusal`] and its [`RefusalReason`]; [`map_refusal`](ConcurrencyLayerBuilder::map_refusal) may edit the
+//!   response; [`refusal_status`](ConcurrencyLayerBuilder::refusal_status) and
+//!   [`refusal_body`](ConcurrencyLayerBuilder::refusal_body) set its status and body.
 //! - **Per-key caps** ([`per_key`](ConcurrencyLayerBuilder::per_key)), **exemptions**
 //!   ([`exempt`](ConcurrencyLayerBuilder::exempt)) and **adaptive limits** ([`Aimd`], [`Gradient2`]) fed by the
 //!   latency to the end of the body, readable through a [`ConcurrencyHandle`].
@@ -70,15 +74,14 @@ pub mod keys;
 mod layer;
 pub mod metrics;
 mod queue;
-mod reject;
+mod refusal;
 mod service;
 
 pub use adaptive::{AdaptiveLimit, Aimd, Gradient2};
 pub use body::ConcurrencyBody;
 pub use future::ResponseFuture;
 pub use layer::{
-    ConcurrencyHandle, ConcurrencyLayer, ConcurrencyLayerBuilder, MAX_LIMIT, ReleaseAt,
+    ConcurrencyHandle, ConcurrencyLayer, ConcurrencyLayerBuilder, MAX_LIMIT, QueueOrder, ReleaseAt,
 };
-pub use queue::QueueOrder;
-pub use reject::{RejectReason, Rejection};
+pub use refusal::{Refusal, RefusalReason};
 pub use service::Concurrency;

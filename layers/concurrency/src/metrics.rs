@@ -9,7 +9,7 @@
 //! | `tower_kit.concurrency.queue_wait` | histogram (seconds) | `limiter` |
 //!
 //! The `limiter` label is the layer's [`name`](crate::ConcurrencyLayerBuilder::name) and is absent when none was
-//! set; `reason` is one of [`RejectReason::as_str`].
+//! set; `reason` is one of [`RefusalReason::as_str`].
 //!
 //! Metrics go to the recorder in force when they are recorded (a local one in tests, else the global one). The
 //! in-flight gauge, which moves twice per request, keeps its handle per recorder (up to four), so that the request
@@ -18,7 +18,7 @@
 //! after that, to the recorder in force. A recorder is known by its address: a layer that outlives one recorder
 //! and then meets another at the same address would keep feeding the first one's handle.
 
-use crate::RejectReason;
+use crate::RefusalReason;
 use metrics::{Gauge, Key, Label, Level, Metadata, Recorder};
 use std::{sync::OnceLock, time::Duration};
 
@@ -31,7 +31,7 @@ pub const IN_FLIGHT: &str = "tower_kit.concurrency.in_flight";
 pub const QUEUED: &str = "tower_kit.concurrency.queued";
 /// Metric name of the current-limit gauge.
 pub const LIMIT: &str = "tower_kit.concurrency.limit";
-/// Metric name of the rejection counter.
+/// Metric name of the refusal counter (`rejected`, kept for dashboards).
 pub const REJECTED: &str = "tower_kit.concurrency.rejected";
 /// Metric name of the queue-wait histogram, in seconds.
 pub const QUEUE_WAIT: &str = "tower_kit.concurrency.queue_wait";
@@ -61,7 +61,7 @@ struct Keys {
     in_flight: Key,
     queued: Key,
     limit: Key,
-    rejected: [Key; RejectReason::ALL.len()],
+    rejected: [Key; RefusalReason::ALL.len()],
     queue_wait: Key,
 }
 
@@ -83,7 +83,7 @@ impl Metrics {
                 in_flight: key(IN_FLIGHT, None),
                 queued: key(QUEUED, None),
                 limit: key(LIMIT, None),
-                rejected: RejectReason::ALL.map(|r| key(REJECTED, Some(r.as_str()))),
+                rejected: RefusalReason::ALL.map(|r| key(REJECTED, Some(r.as_str()))),
                 queue_wait: key(QUEUE_WAIT, None),
             }),
             in_flight: Default::default(),
@@ -163,7 +163,7 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn rejected(&self, reason: RejectReason) {
+    pub(crate) fn rejected(&self, reason: RefusalReason) {
         if let Some(k) = &self.keys {
             metrics::with_recorder(|r| {
                 r.register_counter(&k.rejected[reason as usize], &METADATA)

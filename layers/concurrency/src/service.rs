@@ -1,7 +1,7 @@
 //! [`Concurrency`]: the service. `poll_ready` delegates; `call` takes a slot, queues, or refuses.
 
 use crate::{
-    RejectReason,
+    RefusalReason,
     body::{ConcurrencyBody, Held},
     future::{ResponseFuture, refusal},
     keyed::KeyPermit,
@@ -176,7 +176,7 @@ impl<S> Concurrency<S> {
     {
         drop(key);
         let grpc = grpc::is_grpc(request.headers());
-        let response = refusal(&self.config, RejectReason::QueueFull, Duration::ZERO, grpc);
+        let response = refusal(&self.config, RefusalReason::QueueFull, Duration::ZERO, grpc);
         ResponseFuture::refused(response)
     }
 }

@@ -15,7 +15,7 @@ use std::{
 use tokio::sync::{Notify, mpsc};
 use tower::{Service, ServiceExt, service_fn};
 use tower_kit_concurrency::{
-    Aimd, ConcurrencyBody, ConcurrencyLayer, Gradient2, QueueOrder, RejectReason, ReleaseAt,
+    Aimd, ConcurrencyBody, ConcurrencyLayer, Gradient2, QueueOrder, RefusalReason, ReleaseAt,
 };
 use tower_kit_core::ServerTiming;
 use tower_layer::Layer;
@@ -251,7 +251,7 @@ async fn a_full_lifo_queue_evicts_its_oldest_waiter() {
         .max_in_flight(1)
         .max_queue(1)
         .queue_order(QueueOrder::Lifo)
-        .on_rejection(|rej, resp| {
+        .map_refusal(|rej, resp| {
             resp.headers_mut()
                 .insert("x-reason", HeaderValue::from_static(rej.reason.as_str()));
         })
@@ -525,7 +525,7 @@ async fn per_key_caps() {
             2,
             tower_kit_concurrency::keys::header(http::HeaderName::from_static("x-api-key")),
         )
-        .on_rejection(|rej, resp| {
+        .map_refusal(|rej, resp| {
             resp.headers_mut()
                 .insert("x-reason", HeaderValue::from_static(rej.reason.as_str()));
         })
@@ -665,14 +665,19 @@ async fn grpc_requests_get_grpc_status_8() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn custom_status_body_and_hook() {
+async fn custom_status_body_and_hooks() {
+    let seen: Arc<std::sync::Mutex<Vec<(RefusalReason, Duration, bool)>>> = Arc::default();
     let layer = ConcurrencyLayer::builder()
         .max_in_flight(1)
-        .rejection_status(StatusCode::TOO_MANY_REQUESTS)
-        .rejection_body("slow down")
+        .refusal_status(StatusCode::TOO_MANY_REQUESTS)
+        .refusal_body("slow down")
         .retry_after(Duration::from_secs(7))
-        .on_rejection(|rej, resp| {
-            assert_eq!(rej.reason, RejectReason::QueueFull);
+        .on_refusal({
+            let seen = Arc::clone(&seen);
+            move |rej| seen.lock().unwrap().push((rej.reason, rej.retry_after, rej.grpc))
+        })
+        .map_refusal(|rej, resp| {
+            assert_eq!(rej.reason, RefusalReason::QueueFull);
             assert_eq!(rej.limit, 1);
             resp.headers_mut()
                 .insert("x-limit", HeaderValue::from(rej.limit));
@@ -688,6 +693,11 @@ async fn custom_status_body_and_hook() {
     assert_eq!(r.headers()[header::RETRY_AFTER], "7");
     assert_eq!(r.headers()["x-limit"], "1");
     assert_eq!(body_text(r.into_body()).await, "slow down");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(RefusalReason::QueueFull, Duration::from_secs(7), false)],
+        "on_refusal hears of each refusal once"
+    );
     gate.notify_one();
     holder.await.unwrap().unwrap();
 }

@@ -1,3 +1,4 @@
+use crate::content_length;
 use bytes::Buf;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -211,16 +212,6 @@ where
             .field("expected", &self.expected)
             .finish_non_exhaustive()
     }
-}
-
-/// The value of a `Content-Length` header, if it is a plain decimal number (no sign, no spaces, no list).
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(http::header::CONTENT_LENGTH)?;
-    let text = value.to_str().ok()?;
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
 
 #[cfg(test)]

@@ -11,6 +11,11 @@
 //! - [`PolicyBody`]: the response body of a layer that either forwards the inner response or answers itself.
 //! - [`ConfigError`]: the error every layer's `builder().build()` returns, naming the bad field.
 //! - [`strip_hop_by_hop`]: removes the connection-specific header fields (for caches and proxies).
+//! - [`RefusalResponse`] and [`retry_after_secs`]: the response of a policy refusal (status, `Retry-After` rounded
+//!   up to whole seconds and at least 1, a plain-text body, or the gRPC shape), the same for every layer.
+//! - [`content_length`]: the one strict reading of `Content-Length`.
+//! - Clocks named by contract: [`MonotonicClock`] (nanoseconds, never backwards: [`SystemMonotonicClock`],
+//!   [`ManualMonotonicClock`]) and [`WallClock`] (calendar time: [`SystemWallClock`], [`ManualWallClock`]).
 //!
 //! # Example
 //!
@@ -40,15 +45,24 @@
 
 mod body;
 mod client_addr;
+mod clock;
+mod content_length;
 mod error;
 pub mod grpc;
 mod hop_by_hop;
 mod policy_body;
+mod refusal;
 mod server_timing;
 
-pub use body::{BodyEnd, BodyObserver, ObservedBody, content_length};
+pub use body::{BodyEnd, BodyObserver, ObservedBody};
 pub use client_addr::{canonical_ip, client_addr};
+pub use clock::{
+    ManualMonotonicClock, ManualWallClock, MonotonicClock, SystemMonotonicClock, SystemWallClock,
+    WallClock,
+};
+pub use content_length::content_length;
 pub use error::ConfigError;
 pub use hop_by_hop::strip_hop_by_hop;
 pub use policy_body::PolicyBody;
+pub use refusal::{RefusalResponse, retry_after_secs};
 pub use server_timing::{ServerTiming, accepts_trailers};
