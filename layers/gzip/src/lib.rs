@@ -15,7 +15,9 @@
 //! Two engines: a body whose length is known and at most `max_buffered` (1 MiB) is compressed in one shot with
 //! libdeflate and sent with an exact `Content-Length`; a larger or streamed body goes through flate2's zlib-rs
 //! backend frame by frame. Server-sent events and NDJSON are sync-flushed after every frame, so each event reaches
-//! the client when it is sent; other streams are flushed when their source goes idle. Big bodies and frames are
+//! the client when it is sent; other streams are flushed when their source goes idle. A stream's compressor holds at most
+//! [`STREAM_MEMORY_BUDGET`] (256 KiB; about 220 KiB with its 16 KiB window and memory level 6), so thousands of open
+//! event streams cost a known amount of memory. Big bodies and frames are
 //! compressed on tokio's blocking pool. A compressed response gets `Content-Encoding: gzip`, a weak `ETag`, no
 //! `Accept-Ranges`, and `Vary: Accept-Encoding` merged into its `Vary` (which is set on every response whose
 //! encoding depended on the request, compressed or not).
