@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
 };
 use std::{sync::Arc, time::Duration};
-use tower_kit::timing::{StatsHandle, TimingLayer};
+use tower_kit::timing::{TimingHandle, TimingLayer};
 
 /// Flags of the timing layer.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,7 +38,7 @@ impl Default for Args {
 }
 
 /// The timing layer for the whole app, and its stats handle.
-pub fn layer(args: &Args) -> Result<(TimingLayer, StatsHandle), tower_kit::core::ConfigError> {
+pub fn layer(args: &Args) -> Result<(TimingLayer, TimingHandle), tower_kit::core::ConfigError> {
     // The demo's dashboard and alerts also use the time-to-head and body-size histograms, which are opt-in.
     let mut builder = TimingLayer::builder()
         .slow_threshold(Some(args.slow_threshold))
@@ -53,18 +53,18 @@ pub fn layer(args: &Args) -> Result<(TimingLayer, StatsHandle), tower_kit::core:
         });
     }
     let layer = builder.build()?;
-    let stats = layer.stats();
+    let stats = layer.handle();
     Ok((layer, stats))
 }
 
 #[derive(Clone)]
 struct Admin {
-    stats: StatsHandle,
+    stats: TimingHandle,
     token: Option<Arc<str>>,
 }
 
 /// `GET /api/performance/metrics` and `POST /api/performance/reset`.
-pub fn router(stats: StatsHandle, args: &Args) -> Router {
+pub fn router(stats: TimingHandle, args: &Args) -> Router {
     Router::new()
         .route("/api/performance/metrics", get(snapshot))
         .route("/api/performance/reset", post(reset))

@@ -10,10 +10,11 @@ use tower_kit::timing::{TimingLayer, names};
 
 /// The server, with its rate limit's quota counted over a minute: no call is earned back during a test, however
 /// slow the machine.
-async fn start(limits: Limits) -> (tonic::transport::Channel, tower_kit::timing::StatsHandle) {
+async fn start(limits: Limits) -> (tonic::transport::Channel, tower_kit::timing::TimingHandle) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (timing, stats) = TimingLayer::pair();
+    let timing = TimingLayer::new();
+    let stats = timing.handle();
     tokio::spawn(grpc_server::serve_with_window(
         listener,
         limits,
@@ -48,7 +49,7 @@ async fn get_item(
 /// Duration samples per gRPC status code, once every call has finished its body.
 async fn calls_by_grpc_status(
     recorder: &DebuggingRecorder,
-    stats: &tower_kit::timing::StatsHandle,
+    stats: &tower_kit::timing::TimingHandle,
 ) -> BTreeMap<String, usize> {
     for _ in 0..200 {
         if stats.snapshot().active == 0 {

@@ -18,7 +18,7 @@ use tower_kit::{
     core::ConfigError,
     gzip::GzipLayer,
     ratelimit::{Policy, Quota, RateLimitLayer},
-    timing::{RequestInfo, StatsHandle, TimingLayer},
+    timing::{RequestInfo, TimingHandle, TimingLayer},
 };
 
 /// The route table: the label for each path, so metrics never see a raw path.
@@ -91,9 +91,9 @@ pub struct Layers {
 
 impl Layers {
     /// Builds every layer.
-    pub fn new(limits: &Limits) -> Result<(Self, StatsHandle), ConfigError> {
+    pub fn new(limits: &Limits) -> Result<(Self, TimingHandle), ConfigError> {
         let timing = TimingLayer::builder().route_fn(route).build()?;
-        let stats = timing.stats();
+        let stats = timing.handle();
         let layers = Layers {
             timing,
             rate: RateLimitLayer::builder()

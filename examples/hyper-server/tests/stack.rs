@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-async fn start(per_second: u32) -> (std::net::SocketAddr, tower_kit::timing::StatsHandle) {
+async fn start(per_second: u32) -> (std::net::SocketAddr, tower_kit::timing::TimingHandle) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (layers, stats) = hyper_server::Layers::new(&hyper_server::Limits {

@@ -3,14 +3,10 @@
 
 use crate::{Batch, BatchError};
 use bytes::Bytes;
-use http::{
-    Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode,
-    header::{CONTENT_TYPE, RETRY_AFTER},
-    request::Parts,
-};
+use http::{Extensions, HeaderMap, Request, Response, StatusCode, request::Parts};
 use std::{fmt, time::Duration};
 use tokio::time::Instant;
-use tower_kit_core::{ServerTiming, grpc};
+use tower_kit_core::{RefusalResponse, ServerTiming, grpc};
 
 /// Default `Retry-After` on an overload refusal: 1 second.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -19,18 +15,18 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 const GRPC_INTERNAL: u8 = 13;
 
 /// A [`Batch`] for HTTP handlers: [`load`](Self::load) records `batch;dur=<ms>` (the time from the call to its
-/// answer) in the request's [`ServerTiming`], and failures come back as a [`BatchRefusal`] that turns into a
+/// answer) in the request's [`ServerTiming`], and failures come back as a [`HttpBatchError`] that turns into a
 /// response: `Overloaded` as 503 with `Retry-After` (gRPC: `RESOURCE_EXHAUSTED`).
 pub struct HttpBatch<Req, V, E> {
     batch: Batch<Req, V, E>,
-    retry_after_secs: u64,
+    retry_after: Duration,
 }
 
 impl<Req, V, E> Clone for HttpBatch<Req, V, E> {
     fn clone(&self) -> Self {
         HttpBatch {
             batch: self.batch.clone(),
-            retry_after_secs: self.retry_after_secs,
+            retry_after: self.retry_after,
         }
     }
 }
@@ -39,7 +35,7 @@ impl<Req, V, E> fmt::Debug for HttpBatch<Req, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpBatch")
             .field("batch", &self.batch)
-            .field("retry_after_secs", &self.retry_after_secs)
+            .field("retry_after", &self.retry_after)
             .finish()
     }
 }
@@ -49,15 +45,16 @@ impl<Req, V, E> HttpBatch<Req, V, E> {
     pub fn new(batch: Batch<Req, V, E>) -> Self {
         HttpBatch {
             batch,
-            retry_after_secs: DEFAULT_RETRY_AFTER.as_secs(),
+            retry_after: DEFAULT_RETRY_AFTER,
         }
     }
 
-    /// The `Retry-After` sent with 503 answers, rounded up to whole seconds (at least 1).
+    /// The `Retry-After` sent with 503 answers, in whole seconds rounded up, at least 1
+    /// ([`retry_after_secs`](tower_kit_core::retry_after_secs)); gRPC answers carry it as
+    /// `grpc-retry-pushback-ms`.
     #[must_use]
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after_secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        self.retry_after_secs = self.retry_after_secs.max(1);
+        self.retry_after = retry_after;
         self
     }
 
@@ -67,13 +64,17 @@ impl<Req, V, E> HttpBatch<Req, V, E> {
     }
 
     /// Loads `item` for the request whose head is `parts`.
-    pub async fn load(&self, parts: &Parts, item: Req) -> Result<V, BatchRefusal<E>> {
+    pub async fn load(&self, parts: &Parts, item: Req) -> Result<V, HttpBatchError<E>> {
         self.load_with(&parts.headers, &parts.extensions, item)
             .await
     }
 
     /// Loads `item` for `request`.
-    pub async fn load_for<B>(&self, request: &Request<B>, item: Req) -> Result<V, BatchRefusal<E>> {
+    pub async fn load_for<B>(
+        &self,
+        request: &Request<B>,
+        item: Req,
+    ) -> Result<V, HttpBatchError<E>> {
         self.load_with(request.headers(), request.extensions(), item)
             .await
     }
@@ -84,38 +85,39 @@ impl<Req, V, E> HttpBatch<Req, V, E> {
         headers: &HeaderMap,
         extensions: &Extensions,
         item: Req,
-    ) -> Result<V, BatchRefusal<E>> {
+    ) -> Result<V, HttpBatchError<E>> {
         let start = Instant::now();
         let result = self.batch.load(item).await;
         if let Some(timing) = extensions.get::<ServerTiming>() {
             timing.duration("batch", start.elapsed());
         }
-        result.map_err(|error| BatchRefusal {
+        result.map_err(|error| HttpBatchError {
             error,
-            retry_after_secs: self.retry_after_secs,
+            retry_after: self.retry_after,
             grpc: grpc::is_grpc(headers),
         })
     }
 }
 
-/// A batched call that failed, ready to become a response with [`into_response`](Self::into_response).
-pub struct BatchRefusal<E> {
+/// A batched call that failed, ready to become a response with [`into_response`](Self::into_response): a
+/// refusal (the queue was full, the batcher is stopping) or a backend failure.
+pub struct HttpBatchError<E> {
     error: BatchError<E>,
-    retry_after_secs: u64,
+    retry_after: Duration,
     grpc: bool,
 }
 
-impl<E: fmt::Debug> fmt::Debug for BatchRefusal<E> {
+impl<E: fmt::Debug> fmt::Debug for HttpBatchError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BatchRefusal")
+        f.debug_struct("HttpBatchError")
             .field("error", &self.error)
-            .field("retry_after_secs", &self.retry_after_secs)
+            .field("retry_after", &self.retry_after)
             .field("grpc", &self.grpc)
             .finish()
     }
 }
 
-impl<E> BatchRefusal<E> {
+impl<E> HttpBatchError<E> {
     /// What went wrong.
     pub fn error(&self) -> &BatchError<E> {
         &self.error
@@ -147,29 +149,18 @@ impl<E> BatchRefusal<E> {
             BatchError::MissingResult => "internal error: no result for this item",
             BatchError::Backend(_) => "internal error: the batch backend failed",
         };
-        let retry = self.status() == StatusCode::SERVICE_UNAVAILABLE;
-        let mut response = if self.grpc {
-            let code = match self.error {
-                BatchError::Overloaded => grpc::RESOURCE_EXHAUSTED,
-                BatchError::Cancelled => grpc::UNAVAILABLE,
-                _ => GRPC_INTERNAL,
-            };
-            grpc::refusal(code, message)
-        } else {
-            let mut response = Response::new(B::from(Bytes::from_static(message.as_bytes())));
-            *response.status_mut() = self.status();
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            response
+        let grpc_code = match self.error {
+            BatchError::Overloaded => grpc::RESOURCE_EXHAUSTED,
+            BatchError::Cancelled => grpc::UNAVAILABLE,
+            _ => GRPC_INTERNAL,
         };
-        if retry {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(self.retry_after_secs));
+        let mut refusal = RefusalResponse::new(self.status())
+            .body(Bytes::from_static(message.as_bytes()))
+            .grpc(grpc_code, message);
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refusal = refusal.retry_after(self.retry_after);
         }
-        response
+        refusal.to_response(self.grpc)
     }
 }
 
@@ -178,10 +169,12 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
-    fn refusal(error: BatchError<()>, grpc: bool) -> BatchRefusal<()> {
-        BatchRefusal {
+    use http::header::{CONTENT_TYPE, RETRY_AFTER};
+
+    fn refusal(error: BatchError<()>, grpc: bool) -> HttpBatchError<()> {
+        HttpBatchError {
             error,
-            retry_after_secs: 2,
+            retry_after: Duration::from_millis(1500),
             grpc,
         }
     }
@@ -191,7 +184,17 @@ mod tests {
         let r: Response<Full<Bytes>> = refusal(BatchError::Overloaded, false).into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let retry: Vec<_> = r.headers().get_all(RETRY_AFTER).iter().collect();
-        assert_eq!(retry, ["2"]);
+        assert_eq!(retry, ["2"], "1.5 s rounds up");
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+    }
+
+    #[test]
+    fn a_zero_retry_after_is_sent_as_one_second() {
+        let mut e = refusal(BatchError::Cancelled, false);
+        e.retry_after = Duration::ZERO;
+        let r: Response<Full<Bytes>> = e.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[RETRY_AFTER], "1");
     }
 
     #[test]
@@ -212,6 +215,7 @@ mod tests {
         let r: Response<Full<Bytes>> = refusal(BatchError::Overloaded, true).into_response();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(r.headers()["grpc-retry-pushback-ms"], "1500");
         let r: Response<Full<Bytes>> = refusal(BatchError::MissingResult, true).into_response();
         assert_eq!(r.headers()["grpc-status"], "13");
     }

@@ -4,6 +4,7 @@ use std::{fmt, sync::Arc};
 ///
 /// Per-item failures that the backend reports itself are not errors here: make the backend's item type a
 /// `Result` (`Vec<Result<T, ItemError>>`), and each caller gets its own item's `Result` as its response.
+#[non_exhaustive]
 pub enum BatchError<E> {
     /// More than `max_queued` items were waiting for dispatch; the call was refused at once, nothing was queued.
     Overloaded,

@@ -1,4 +1,4 @@
-use crate::{Batch, worker};
+use crate::{Batch, Refusal, refusal::RefusalHook, worker};
 use std::{
     borrow::Cow,
     collections::HashMap,
@@ -13,13 +13,13 @@ use tower_kit_core::ConfigError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// Default [`max_items`](BatchBuilder::max_items): 100 items per backend call.
+/// Default [`max_items`](BatchLayerBuilder::max_items): 100 items per backend call.
 pub const DEFAULT_MAX_ITEMS: usize = 100;
-/// Default [`max_latency`](BatchBuilder::max_latency): 10 ms.
+/// Default [`max_latency`](BatchLayerBuilder::max_latency): 10 ms.
 pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_millis(10);
-/// Default [`max_concurrent_batches`](BatchBuilder::max_concurrent_batches): 4.
+/// Default [`max_concurrent_batches`](BatchLayerBuilder::max_concurrent_batches): 4.
 pub const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 4;
-/// Default [`max_queued`](BatchBuilder::max_queued): 10 000 items.
+/// Default [`max_queued`](BatchLayerBuilder::max_queued): 10 000 items.
 pub const DEFAULT_MAX_QUEUED: usize = 10_000;
 
 const MAX_MAX_ITEMS: usize = 1_000_000;
@@ -71,6 +71,7 @@ pub(crate) struct Config<Req, K, P> {
     pub(crate) key: KeyFn<Req, K>,
     pub(crate) partition: KeyFn<Req, P>,
     pub(crate) name: Cow<'static, str>,
+    pub(crate) on_refusal: Option<RefusalHook>,
 }
 
 impl<Req, K, P> Clone for Config<Req, K, P> {
@@ -87,6 +88,7 @@ impl<Req, K, P> Clone for Config<Req, K, P> {
             key: Arc::clone(&self.key),
             partition: Arc::clone(&self.partition),
             name: self.name.clone(),
+            on_refusal: self.on_refusal.clone(),
         }
     }
 }
@@ -105,6 +107,7 @@ impl<Req, K, P> fmt::Debug for Config<Req, K, P> {
             .field("max_concurrent_batches", &self.max_concurrent_batches)
             .field("max_queued", &self.max_queued)
             .field("keyed", &self.keyed)
+            .field("on_refusal", &self.on_refusal.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -141,17 +144,20 @@ impl<Req, M: BatchMode, P> fmt::Debug for BatchLayer<Req, M, P> {
 
 impl<Req: 'static> BatchLayer<Req> {
     /// An ordered batcher that sends at most `max_items` items per backend call and keeps an item waiting at most
-    /// `max_latency` while the backend is busy; every other setting has its default (see [`BatchBuilder`]).
+    /// `max_latency` while the backend is busy; every other setting has its default (see [`BatchLayerBuilder`]).
+    ///
+    /// The same bounds as [`build`](BatchLayerBuilder::build) apply, by clamping instead of failing: `max_items`
+    /// above 1 000 000 is 1 000 000, a `max_latency` above one hour is one hour.
     pub fn new(max_items: NonZeroUsize, max_latency: Duration) -> Self {
-        let mut config = BatchBuilder::new().config;
-        config.max_items = max_items.get();
-        config.max_latency = max_latency;
+        let mut config = BatchLayerBuilder::new().config;
+        config.max_items = max_items.get().min(MAX_MAX_ITEMS);
+        config.max_latency = max_latency.min(MAX_MAX_LATENCY);
         BatchLayer { config }
     }
 
     /// A builder with every setting at its default.
-    pub fn builder() -> BatchBuilder<Req> {
-        BatchBuilder::new()
+    pub fn builder() -> BatchLayerBuilder<Req> {
+        BatchLayerBuilder::new()
     }
 }
 
@@ -164,22 +170,22 @@ impl<Req, M: BatchMode, P> BatchLayer<Req, M, P> {
 
 /// Builds a [`BatchLayer`]; [`build`](Self::build) checks every value.
 #[must_use]
-pub struct BatchBuilder<Req, M: BatchMode = Ordered, P = ()> {
+pub struct BatchLayerBuilder<Req, M: BatchMode = Ordered, P = ()> {
     config: Config<Req, M::Key, P>,
     weight_set: bool,
 }
 
-impl<Req, M: BatchMode, P> fmt::Debug for BatchBuilder<Req, M, P> {
+impl<Req, M: BatchMode, P> fmt::Debug for BatchLayerBuilder<Req, M, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BatchBuilder")
+        f.debug_struct("BatchLayerBuilder")
             .field("config", &self.config)
             .finish()
     }
 }
 
-impl<Req: 'static> BatchBuilder<Req> {
+impl<Req: 'static> BatchLayerBuilder<Req> {
     fn new() -> Self {
-        BatchBuilder {
+        BatchLayerBuilder {
             config: Config {
                 max_items: DEFAULT_MAX_ITEMS,
                 max_weight: u64::MAX,
@@ -192,13 +198,14 @@ impl<Req: 'static> BatchBuilder<Req> {
                 key: Arc::new(|_: &Req| ()),
                 partition: Arc::new(|_: &Req| ()),
                 name: Cow::Borrowed("default"),
+                on_refusal: None,
             },
             weight_set: false,
         }
     }
 }
 
-impl<Req: 'static, M: BatchMode, P> BatchBuilder<Req, M, P> {
+impl<Req: 'static, M: BatchMode, P> BatchLayerBuilder<Req, M, P> {
     /// Most items per backend call (distinct keys in keyed mode); a full batch is sent at once. Default 100;
     /// 1 to 1 000 000.
     pub fn max_items(mut self, max_items: usize) -> Self {
@@ -255,15 +262,26 @@ impl<Req: 'static, M: BatchMode, P> BatchBuilder<Req, M, P> {
         self
     }
 
+    /// Called for every call refused because `max_queued` items were waiting (the call fails with
+    /// [`Overloaded`](crate::BatchError::Overloaded)): log it, count it. Runs on the caller's task; keep it cheap.
+    /// Default: none.
+    pub fn on_refusal<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Refusal) + Send + Sync + 'static,
+    {
+        self.config.on_refusal = Some(Arc::new(hook));
+        self
+    }
+
     /// Keyed mode (DataLoader style): `key` gives each item's key; items with a key already waiting in the same
     /// accumulator are sent once and share the answer; the backend answers with a `HashMap<K, V>`.
-    pub fn keyed<K, F>(self, key: F) -> BatchBuilder<Req, Keyed<K>, P>
+    pub fn keyed<K, F>(self, key: F) -> BatchLayerBuilder<Req, Keyed<K>, P>
     where
         K: Hash + Eq + Clone + Send + 'static,
         F: Fn(&Req) -> K + Send + Sync + 'static,
     {
         let c = self.config;
-        BatchBuilder {
+        BatchLayerBuilder {
             config: Config {
                 max_items: c.max_items,
                 max_weight: c.max_weight,
@@ -276,6 +294,7 @@ impl<Req: 'static, M: BatchMode, P> BatchBuilder<Req, M, P> {
                 key: Arc::new(key),
                 partition: c.partition,
                 name: c.name,
+                on_refusal: c.on_refusal,
             },
             weight_set: self.weight_set,
         }
@@ -284,13 +303,13 @@ impl<Req: 'static, M: BatchMode, P> BatchBuilder<Req, M, P> {
     /// Partitions: `partition` maps each item to a partition (tenant, shard, endpoint); each partition has its own
     /// accumulator, its own leading edge and its own batches (a batch never mixes partitions), while
     /// `max_concurrent_batches` and `max_queued` stay global. Empty partitions are forgotten.
-    pub fn partition_by<P2, F>(self, partition: F) -> BatchBuilder<Req, M, P2>
+    pub fn partition_by<P2, F>(self, partition: F) -> BatchLayerBuilder<Req, M, P2>
     where
         P2: Hash + Eq + Clone + Send + 'static,
         F: Fn(&Req) -> P2 + Send + Sync + 'static,
     {
         let c = self.config;
-        BatchBuilder {
+        BatchLayerBuilder {
             config: Config {
                 max_items: c.max_items,
                 max_weight: c.max_weight,
@@ -303,6 +322,7 @@ impl<Req: 'static, M: BatchMode, P> BatchBuilder<Req, M, P> {
                 key: c.key,
                 partition: Arc::new(partition),
                 name: c.name,
+                on_refusal: c.on_refusal,
             },
             weight_set: self.weight_set,
         }
@@ -433,7 +453,7 @@ mod tests {
 
     #[test]
     fn builder_names_the_bad_field() {
-        let cases: Vec<(&str, BatchBuilder<u32>)> = vec![
+        let cases: Vec<(&str, BatchLayerBuilder<u32>)> = vec![
             ("max_items", BatchLayer::builder().max_items(0)),
             ("max_items", BatchLayer::builder().max_items(usize::MAX)),
             ("max_weight", BatchLayer::builder().max_weight(0, |_| 1)),
@@ -471,7 +491,14 @@ mod tests {
         assert_eq!(keyed.name(), "users");
         let s = format!("{keyed:?}");
         assert!(s.contains("users") && s.contains("keyed: true"), "{s}");
-        // `new` takes typed values that cannot be invalid, even an unbounded latency.
-        let _ = BatchLayer::<u32>::new(NonZeroUsize::MIN, Duration::MAX);
+        // `new` takes typed values that cannot be invalid, and clamps them to the bounds `build` checks.
+        let clamped = BatchLayer::<u32>::new(NonZeroUsize::MAX, Duration::MAX);
+        assert_eq!(clamped.config.max_items, MAX_MAX_ITEMS);
+        assert_eq!(clamped.config.max_latency, MAX_MAX_LATENCY);
+        let same = BatchLayer::<u32>::builder()
+            .max_items(MAX_MAX_ITEMS)
+            .max_latency(MAX_MAX_LATENCY)
+            .build();
+        assert!(same.is_ok(), "what `new` clamps to, `build` accepts");
     }
 }

@@ -2,7 +2,7 @@
 //! fix), with a result per item, immediate dispatch when idle, and a bounded queue.
 //!
 //! [`BatchLayer`] wraps a backend `Service<Vec<Req>>` that answers one result per item (a `Vec<V>` in order, or a
-//! `HashMap<K, V>` in [keyed mode](BatchBuilder::keyed)) and gives callers a [`Batch`]: a plain, cheap-to-clone
+//! `HashMap<K, V>` in [keyed mode](BatchLayerBuilder::keyed)) and gives callers a [`Batch`]: a plain, cheap-to-clone
 //! `Service<Req, Response = V, Error = BatchError<E>>`. A background tokio task owns the backend and the
 //! accumulators.
 //!
@@ -15,7 +15,8 @@
 //! - **Keyed mode** (DataLoader style): duplicate keys in a batch are sent once and share the answer.
 //! - **Partitions**: a closure maps items to partitions (tenant, shard), each with its own accumulator.
 //! - **Overload and cancellation**: beyond `max_queued` waiting items a call fails at once with
-//!   [`BatchError::Overloaded`] (`poll_ready` never waits); a caller dropped before dispatch is removed and its item
+//!   [`BatchError::Overloaded`] (`poll_ready` never waits), reported to an
+//!   [`on_refusal`](BatchLayerBuilder::on_refusal) hook; a caller dropped before dispatch is removed and its item
 //!   never sent.
 //! - **Panic isolation**: a backend that panics fails only the callers of that batch
 //!   ([`BatchError::BackendPanicked`]); the batcher keeps serving.
@@ -67,15 +68,17 @@ mod adapter;
 mod error;
 mod future;
 mod layer;
+mod refusal;
 mod service;
 mod slot;
 mod worker;
 
-pub use adapter::{BatchRefusal, DEFAULT_RETRY_AFTER, HttpBatch};
+pub use adapter::{DEFAULT_RETRY_AFTER, HttpBatch, HttpBatchError};
 pub use error::BatchError;
 pub use future::ResponseFuture;
 pub use layer::{
-    BatchBuilder, BatchLayer, BatchMode, DEFAULT_MAX_CONCURRENT_BATCHES, DEFAULT_MAX_ITEMS,
+    BatchLayer, BatchLayerBuilder, BatchMode, DEFAULT_MAX_CONCURRENT_BATCHES, DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_LATENCY, DEFAULT_MAX_QUEUED, Keyed, Ordered,
 };
+pub use refusal::{Refusal, RefusalReason};
 pub use service::{Batch, BatchHandle};

@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     pub(crate) cancellations: AtomicU64,
     pub(crate) max_queued: usize,
     pub(crate) overloaded: metrics::Counter,
+    /// The refusal a full queue reports to the hook, prepared once.
+    pub(crate) refusal: crate::Refusal,
+    pub(crate) on_refusal: Option<crate::refusal::RefusalHook>,
 }
 
 /// The batched service: a cheap-to-clone `Service<Req>` in front of a backend that takes `Vec<Req>`.
@@ -76,6 +79,9 @@ impl<Req, V, E> Batch<Req, V, E> {
         if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.max_queued {
             shared.queued.fetch_sub(1, Ordering::AcqRel);
             shared.overloaded.increment(1);
+            if let Some(hook) = &shared.on_refusal {
+                hook(&shared.refusal);
+            }
             return ResponseFuture::failed(BatchError::Overloaded);
         }
         let slot = Arc::new(Slot::new());

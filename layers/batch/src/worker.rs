@@ -79,6 +79,12 @@ where
         cancellations: AtomicU64::new(0),
         max_queued: config.max_queued,
         overloaded: metrics::counter!(OVERLOADED, "batcher" => name.clone()),
+        refusal: crate::Refusal {
+            reason: crate::RefusalReason::QueueFull,
+            batcher: config.name.clone(),
+            max_queued: config.max_queued,
+        },
+        on_refusal: config.on_refusal.clone(),
     });
     let metrics = Metrics {
         items: metrics::histogram!(ITEMS, "batcher" => name.clone()),

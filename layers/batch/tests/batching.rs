@@ -14,7 +14,7 @@ use std::{
 };
 use tokio::time::{Instant, advance, sleep};
 use tower::{Layer, Service, ServiceExt};
-use tower_kit_batch::{Batch, BatchError, BatchLayer};
+use tower_kit_batch::{Batch, BatchError, BatchLayer, Refusal, RefusalReason};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -443,15 +443,25 @@ async fn partitions_have_their_own_leading_edge() {
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_refuses_at_once() {
     let backend = Recorder::new(Duration::ZERO);
+    let seen: Arc<Mutex<Vec<Refusal>>> = Arc::default();
     let layer = BatchLayer::builder()
         .max_queued(2)
         .max_latency(Duration::from_secs(3600))
         .leading_edge(false)
+        .name("loader")
+        .on_refusal({
+            let seen = Arc::clone(&seen);
+            move |refusal: &Refusal| seen.lock().unwrap().push(refusal.clone())
+        })
         .build()
         .unwrap();
     let batch = layer.layer(backend.clone());
     let calls: Vec<_> = (1..=2).map(|i| spawn_call(&batch, i)).collect();
     settle().await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "admitted calls are no refusal"
+    );
     let mut svc = batch.clone();
     // Never waits in poll_ready, and the refusal is immediate.
     let start = Instant::now();
@@ -459,6 +469,12 @@ async fn a_full_queue_refuses_at_once() {
     assert_eq!(refused, Err(BatchError::Overloaded));
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(batch.queued(), 2);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "the hook hears of each refusal once");
+        assert_eq!(seen[0].reason, RefusalReason::QueueFull);
+        assert_eq!((&*seen[0].batcher, seen[0].max_queued), ("loader", 2));
+    }
     batch.handle().flush();
     for c in calls {
         assert!(c.await.unwrap().is_ok());

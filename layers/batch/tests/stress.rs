@@ -215,6 +215,7 @@ fn check(
         }
         Err(BatchError::BackendPanicked | BatchError::MissingResult | BatchError::Backend(_)) => {}
         Err(BatchError::Cancelled) => panic!("caller {id}: the batcher never stops here"),
+        Err(other) => panic!("caller {id}: unexpected {other:?}"),
     }
 }
 

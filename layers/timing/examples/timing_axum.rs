@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .slow_threshold(Some(Duration::from_millis(500)))
         .server_timing_if(|req| req.headers.contains_key("x-debug-timing"))
         .build()?;
-    let stats = timing.stats();
+    let stats = timing.handle();
 
     let app = Router::new()
         .route("/users/{id}", get(|| async { "a user" }))

@@ -1,6 +1,6 @@
 //! [`TimingLayer`], its configuration and its builder.
 
-use crate::{Timing, registry::Registry, stats::StatsHandle};
+use crate::{Timing, registry::Registry, stats::TimingHandle};
 use http::{Extensions, HeaderMap, Method, Uri};
 use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 use tower_kit_core::ConfigError;
@@ -99,18 +99,8 @@ impl TimingLayer {
     /// slow-request warnings from 1 s. The time-to-head and body-size histograms are opt-in:
     /// [`head_duration`](TimingLayerBuilder::head_duration), [`body_sizes`](TimingLayerBuilder::body_sizes).
     pub fn new() -> Self {
-        match Self::builder().build() {
-            Ok(layer) => layer,
-            // The defaults are valid; this arm is never taken.
-            Err(_) => unreachable!("the default configuration is valid"),
-        }
-    }
-
-    /// A layer with the default configuration and a handle on its statistics.
-    pub fn pair() -> (Self, StatsHandle) {
-        let layer = Self::new();
-        let stats = layer.stats();
-        (layer, stats)
+        // The defaults pass every check `build` makes; they go straight to the layer.
+        Self::builder().finish()
     }
 
     /// Configure everything.
@@ -128,9 +118,10 @@ impl TimingLayer {
         }
     }
 
-    /// A handle on this layer's statistics (shared by every service the layer makes).
-    pub fn stats(&self) -> StatsHandle {
-        StatsHandle::new(Arc::clone(&self.registry))
+    /// A handle on this layer's live statistics, shared by every service the layer makes (and by the layer's
+    /// clones). Cheap to clone into a handler.
+    pub fn handle(&self) -> TimingHandle {
+        TimingHandle::new(Arc::clone(&self.registry))
     }
 }
 
@@ -248,7 +239,7 @@ impl TimingLayerBuilder {
         self
     }
 
-    /// Keep in-process statistics for the [`StatsHandle`]. Default: on.
+    /// Keep in-process statistics for the [`TimingHandle`]. Default: on.
     pub fn stats(mut self, on: bool) -> Self {
         self.stats = on;
         self
@@ -265,10 +256,15 @@ impl TimingLayerBuilder {
                 ),
             ));
         }
+        Ok(self.finish())
+    }
+
+    /// Builds from values known to be valid.
+    fn finish(self) -> TimingLayer {
         let max_label_values = self.max_label_values;
-        Ok(TimingLayer {
+        TimingLayer {
             registry: Arc::new(Registry::new(max_label_values, self.into_config())),
-        })
+        }
     }
 
     fn into_config(self) -> Config {
@@ -305,5 +301,13 @@ mod tests {
             assert!(err.to_string().contains(&bad.to_string()));
         }
         assert!(TimingLayer::builder().max_label_values(1).build().is_ok());
+    }
+
+    #[test]
+    fn new_is_the_default_build() {
+        let new = format!("{:?}", TimingLayer::new());
+        let built = format!("{:?}", TimingLayer::builder().build().unwrap());
+        assert_eq!(new, built);
+        assert!(TimingLayer::new().handle().snapshot().routes.is_empty());
     }
 }

@@ -34,7 +34,8 @@
 //! use tower_kit_timing::TimingLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let (timing, stats) = TimingLayer::pair();
+//! let timing = TimingLayer::new();
+//! let stats = timing.handle();
 //! let app = Router::new()
 //!     .route("/items/{id}", get(|| async { "item" }))
 //!     .layer(timing); // `Router::layer`, so the route template is known
@@ -81,5 +82,5 @@ pub use layer::{
     DEFAULT_MAX_LABEL_VALUES, DEFAULT_SLOW_THRESHOLD, RequestInfo, TimingLayer, TimingLayerBuilder,
 };
 pub use service::Timing;
-pub use stats::{RouteStats, StatsHandle, StatsSnapshot};
+pub use stats::{RouteStats, StatsSnapshot, TimingHandle};
 pub use tower_kit_core::{ConfigError, ServerTiming};

@@ -49,6 +49,11 @@ impl<S> Timing<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// A handle on the statistics this service shares with its layer.
+    pub fn handle(&self) -> crate::TimingHandle {
+        crate::TimingHandle::new(Arc::clone(&self.registry))
+    }
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for Timing<S>

@@ -137,7 +137,7 @@ impl StatsSeries {
     }
 }
 
-/// Statistics of one route and method since the start or the last [`StatsHandle::reset`].
+/// Statistics of one route and method since the start or the last [`TimingHandle::reset`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteStats {
     /// The route label (`/api/items/{id}`, `unmatched`, `__other__`).
@@ -191,16 +191,15 @@ impl StatsSnapshot {
 
 /// A handle on the layer's in-process statistics; cheap to clone, shared with every service the layer makes.
 ///
-/// Get it from [`TimingLayer::pair`](crate::TimingLayer::pair) or
-/// [`TimingLayer::stats`](crate::TimingLayer::stats).
+/// Get it from [`TimingLayer::handle`](crate::TimingLayer::handle) (or [`Timing::handle`](crate::Timing::handle)).
 #[derive(Clone)]
-pub struct StatsHandle {
+pub struct TimingHandle {
     registry: Arc<Registry>,
 }
 
-impl std::fmt::Debug for StatsHandle {
+impl std::fmt::Debug for TimingHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsHandle").finish_non_exhaustive()
+        f.debug_struct("TimingHandle").finish_non_exhaustive()
     }
 }
 
@@ -216,7 +215,7 @@ impl Since {
     }
 }
 
-impl StatsHandle {
+impl TimingHandle {
     pub(crate) fn new(registry: Arc<Registry>) -> Self {
         Self { registry }
     }

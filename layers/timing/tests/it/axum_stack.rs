@@ -29,7 +29,8 @@ async fn get_path(app: &Router, path: &str) -> http::StatusCode {
 async fn the_route_label_is_the_matched_path() {
     let m = Metrics::new();
     let _g = m.install();
-    let (layer, stats) = TimingLayer::pair();
+    let layer = TimingLayer::new();
+    let stats = layer.handle();
     let app = app(layer);
     for id in 1..=3 {
         assert_eq!(get_path(&app, &format!("/api/items/{id}")).await, 200);

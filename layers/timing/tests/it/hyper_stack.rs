@@ -27,7 +27,7 @@ async fn a_client_that_disconnects_mid_body_is_recorded_as_aborted() {
     let m = Metrics::new();
     let _g = m.install();
     let layer = TimingLayer::builder().body_sizes(true).build().unwrap();
-    let stats = layer.stats();
+    let stats = layer.handle();
     let svc = tower::Layer::layer(
         &layer,
         service_fn(|_: Request<hyper::body::Incoming>| async {

@@ -241,7 +241,8 @@ async fn a_panicking_service_is_recorded_as_panic() {
 async fn the_active_gauge_lasts_until_the_body_ends() {
     let m = Metrics::new();
     let _g = m.install();
-    let (layer, stats) = TimingLayer::pair();
+    let layer = TimingLayer::new();
+    let stats = layer.handle();
     let svc = tower::Layer::layer(
         &layer,
         service_fn(|_: Request<()>| async {
@@ -436,7 +437,7 @@ async fn sizes_and_stats() {
         .head_duration(true)
         .build()
         .unwrap();
-    let stats = layer.stats();
+    let stats = layer.handle();
     post_42_bytes(&layer, 10).await;
     let req_sizes = m.series(names::REQUEST_BODY_SIZE);
     let resp_sizes = m.series(names::RESPONSE_BODY_SIZE);
@@ -516,7 +517,7 @@ async fn with_metrics_off_nothing_reaches_the_recorder_but_stats_count() {
         .route_fn(|info| Some(Cow::Owned(info.uri.path().to_owned())))
         .build()
         .unwrap();
-    let stats = layer.stats();
+    let stats = layer.handle();
     let svc = tower::Layer::layer(&layer, ok_service());
     for path in ["/a", "/b"] {
         let res = svc

@@ -91,7 +91,8 @@ async fn grpc_status_and_method_route() {
     let incoming = futures_util::stream::unfold(listener, |l| async move {
         Some((l.accept().await.map(|(s, _)| s), l))
     });
-    let (layer, stats) = TimingLayer::pair();
+    let layer = TimingLayer::new();
+    let stats = layer.handle();
     tokio::spawn(
         tonic::transport::Server::builder()
             .layer(layer)
