@@ -9,24 +9,35 @@
 //! Each connection is served on its own task and the upstream client keeps a pool of connections, so a slow
 //! upstream answer never holds up other requests. The upstream is plain `http://` (no TLS), spoken in HTTP/1.1;
 //! clients speak HTTP/1.1 to the proxy.
+//!
+//! # The upstream, bounded
+//!
+//! - `--upstream-connect-timeout` (default `5s`): the longest a TCP connection to the upstream may take to open;
+//!   then `504 Gateway Timeout`.
+//! - `--upstream-timeout` (default `30s`): the longest wait for the response head, counted from the last request
+//!   byte sent to the upstream (a slow upload that keeps moving is never cut off); then `504 Gateway Timeout`.
+//! - `--upstream-body-timeout` (default `30s`): the longest gap between two chunks of the response body (and
+//!   between the head and the first chunk); then `504 Gateway Timeout` if the head was not sent yet, else the
+//!   client's connection is aborted.
+//!
+//! Durations are written `500ms`, `2s`, `1m` ([`UpstreamTimeouts`] in code). An upstream that refuses the
+//! connection or cannot be reached gives `502 Bad Gateway` at once; so does a malformed response. Where a stored
+//! response allows it (`stale-if-error`), the cache answers with it instead of the `502` or `504`.
+//!
+//! The response head is forwarded when the first chunk of its body has arrived, so that a malformed first chunk or
+//! an upstream silent after its head still gets an error response. Once the head has been sent, an error in the body
+//! (a malformed chunk, a body shorter than its `Content-Length`, a gap longer than the body timeout) aborts the
+//! client's connection: the client sees an incomplete message, never a short body that looks whole, and the cache
+//! stores nothing. `Transfer-Encoding` from the upstream wins over its `Content-Length` (RFC 9112 §6.3): the length is
+//! dropped, so the client is never told a length other than the body's. Interim `1xx` responses from the upstream are
+//! not forwarded: hyper 1's server cannot send them.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, Request, Response, Uri, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
-use std::{
-    future::{Future, poll_fn},
-    net::SocketAddr,
-    pin::Pin,
-    str::FromStr,
-    sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, SystemTime},
-};
+use hyper_util::rt::TokioIo;
+use std::{future::poll_fn, net::SocketAddr, str::FromStr, time::Duration};
 use tokio::net::TcpListener;
 use tower_kit_cache::{Cache, CacheBody, CacheLayer, CacheLayerBuilder, MokaStore};
 use tower_layer::Layer;
@@ -52,6 +63,21 @@ pub struct Args {
     /// Only plain http is supported.
     #[arg(long, env = "CACHE_PROXY_UPSTREAM")]
     pub upstream: Upstream,
+
+    /// The longest a TCP connection to the upstream may take to open (`500ms`, `2s`, `1m`); then 504 Gateway
+    /// Timeout. A refused connection is a 502 at once.
+    #[arg(long, env = "CACHE_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// The longest wait for the upstream's response head, counted from the last request byte sent to it; then 504
+    /// Gateway Timeout (or a stored response its stale-if-error allows).
+    #[arg(long, env = "CACHE_PROXY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// The longest gap between two chunks of the upstream's response body; then 504 Gateway Timeout if the head
+    /// was not yet sent, else the client's connection is aborted (and nothing is cached).
+    #[arg(long, env = "CACHE_PROXY_UPSTREAM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_body_timeout: Duration,
 
     /// Capacity of the in-memory cache, in bytes (entries are weighed by their size).
     #[arg(long, env = "CACHE_PROXY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -132,99 +158,51 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What the proxy adds to `Via` in both directions.
 const VIA: &str = "1.1 cache-proxy";
 
-/// The service under the cache: sends a request to the upstream and cleans both heads.
-#[derive(Clone)]
-pub struct Forward {
-    client: Client<HttpConnector, Incoming>,
-    upstream: Arc<Upstream>,
-}
+mod upstream;
+pub use upstream::{Forward, UpstreamBody, UpstreamError, UpstreamTimeouts, parse_duration};
 
-impl std::fmt::Debug for Forward {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forward")
-            .field("upstream", &self.upstream)
-            .finish_non_exhaustive()
-    }
-}
+/// Why the upstream could not answer.
+pub type ForwardError = UpstreamError;
 
-impl Forward {
-    /// A pooled HTTP/1.1 client for `upstream`.
-    pub fn new(upstream: Upstream) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Self {
-            client,
-            upstream: Arc::new(upstream),
+impl Args {
+    /// The upstream timeouts these flags set.
+    pub fn upstream_timeouts(&self) -> UpstreamTimeouts {
+        UpstreamTimeouts {
+            connect: self.upstream_connect_timeout,
+            response: self.upstream_timeout,
+            body_idle: self.upstream_body_timeout,
         }
     }
 }
 
-/// Why the upstream could not answer.
-pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl Service<Request<Incoming>> for Forward {
-    type Response = Response<Incoming>;
-    type Error = ForwardError;
-    type Future = BoxFuture<Result<Response<Incoming>, ForwardError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The client queues on its pool itself.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let client = self.client.clone();
-        let upstream = Arc::clone(&self.upstream);
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(host) = parts.headers.remove(header::HOST) {
-                parts
-                    .headers
-                    .insert(HeaderName::from_static("x-forwarded-host"), host);
-            }
-            parts
-                .headers
-                .append(header::VIA, HeaderValue::from_static(VIA));
-            parts.uri = upstream.target(&parts.uri)?;
-            parts.version = http::Version::HTTP_11;
-            let mut response = client.request(Request::from_parts(parts, body)).await?;
-            let headers = response.headers_mut();
-            strip_hop_by_hop(headers);
-            if !headers.contains_key(header::DATE)
-                && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
-            {
-                headers.insert(header::DATE, date);
-            }
-            headers.append(header::VIA, HeaderValue::from_static(VIA));
-            Ok(response)
-        })
-    }
-}
-
 // ANCHOR: proxy
-/// What the proxy answers: the cached or upstream response, or its own `502 Bad Gateway`.
-pub type ProxyBody = Either<CacheBody<Incoming>, Full<Bytes>>;
+/// What the proxy answers: the cached or upstream response, or its own `502`/`504`.
+pub type ProxyBody = Either<CacheBody<UpstreamBody>, Full<Bytes>>;
 
-/// The whole proxy for one connection: the cache over [`Forward`], with upstream failures turned into 502.
+/// The whole proxy for one connection: the cache over [`Forward`], with upstream failures turned into
+/// `502 Bad Gateway` or `504 Gateway Timeout` ([`UpstreamError::status`]).
 #[derive(Clone, Debug)]
 pub struct Proxy {
     cached: Cache<Forward>,
 }
 
 impl Proxy {
-    /// The proxy to `upstream` through `cache`.
+    /// The proxy to `upstream` through `cache`, with the default [`UpstreamTimeouts`].
     pub fn new(upstream: Upstream, cache: &CacheLayer) -> Self {
+        Self::with_timeouts(upstream, UpstreamTimeouts::default(), cache)
+    }
+
+    /// The proxy to `upstream` through `cache`, waiting on the upstream as long as `timeouts` say.
+    pub fn with_timeouts(
+        upstream: Upstream,
+        timeouts: UpstreamTimeouts,
+        cache: &CacheLayer,
+    ) -> Self {
         Self {
-            cached: cache.layer(Forward::new(upstream)),
+            cached: cache.layer(Forward::with_timeouts(upstream, timeouts)),
         }
     }
 
@@ -238,16 +216,8 @@ impl Proxy {
         match result {
             Ok(response) => response.map(Either::Left),
             Err(e) => {
-                tracing::warn!(error = %e, "upstream failed");
-                let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-                    b"bad gateway: the upstream did not answer\n",
-                ))));
-                *response.status_mut() = StatusCode::BAD_GATEWAY;
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream failed");
+                e.response().map(Either::Right)
             }
         }
     }
@@ -285,6 +255,7 @@ pub async fn serve(listener: TcpListener, proxy: Proxy) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn hop_by_hop_headers_go() {

@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let cache = cache_builder(&args).build()?;
-    let proxy = Proxy::new(args.upstream.clone(), &cache);
+    let proxy = Proxy::with_timeouts(args.upstream.clone(), args.upstream_timeouts(), &cache);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, upstream = ?args.upstream, "cache-proxy listening");
     tokio::select! {
