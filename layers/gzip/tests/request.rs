@@ -304,3 +304,54 @@ async fn requests_without_a_body_pass_through_whatever_their_coding() {
         )
     );
 }
+
+#[tokio::test]
+async fn exempt_requests_bypass_decoding() {
+    let layer = GzipRequestLayer::builder()
+        .exempt(|parts| parts.uri.path() == "/metrics")
+        .build()
+        .unwrap();
+    let compressed = gzip(b"hello");
+    for (path, encoding, status, expected) in [
+        ("/metrics", "br", StatusCode::OK, &b"br|5|plain"[..]),
+        ("/metrics", "gzip", StatusCode::OK, &b"gzip|5|plain"[..]),
+        (
+            "/upload",
+            "gzip",
+            StatusCode::BAD_REQUEST,
+            &b"request body is not valid gzip\n"[..],
+        ),
+        (
+            "/upload",
+            "br",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &b"request Content-Encoding must be gzip or identity\n"[..],
+        ),
+    ] {
+        let request = Request::post(path)
+            .header(header::CONTENT_ENCODING, encoding)
+            .header(header::CONTENT_LENGTH, "5")
+            .body(TestBody::full(b"plain".to_vec()))
+            .unwrap();
+        let response = layer
+            .layer(service_fn(echo))
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path} {encoding}");
+        let out = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], expected, "{path} {encoding}");
+    }
+    // Not exempt: decoded as usual.
+    let request = Request::post("/upload")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(TestBody::full(compressed))
+        .unwrap();
+    let response = layer
+        .layer(service_fn(echo))
+        .oneshot(request)
+        .await
+        .unwrap();
+    let out = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&out[..], b"|5|hello");
+}

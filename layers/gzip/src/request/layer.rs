@@ -1,16 +1,29 @@
 //! [`GzipRequestLayer`] and its builder.
 
 use super::service::GzipRequest;
-use std::sync::Arc;
+use http::request;
+use std::{fmt, sync::Arc};
 use tower_kit_core::ConfigError;
 use tower_layer::Layer;
 
 /// Default cap on a decoded request body: 10 MiB.
 pub const DEFAULT_MAX_DECODED: usize = 10 * 1024 * 1024;
 
-#[derive(Debug)]
+/// A request predicate: `true` for requests that bypass decoding.
+pub(crate) type Exempt = Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>;
+
 pub(crate) struct RequestConfig {
     pub(crate) max_decoded: usize,
+    pub(crate) exempt: Option<Exempt>,
+}
+
+impl fmt::Debug for RequestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestConfig")
+            .field("max_decoded", &self.max_decoded)
+            .field("exempt", &self.exempt.is_some())
+            .finish()
+    }
 }
 
 /// Decodes gzip request bodies before the inner service sees them.
@@ -23,6 +36,7 @@ pub(crate) struct RequestConfig {
 /// - No `Content-Encoding`: the request passes through untouched.
 /// - No body (the body has ended or is exactly 0 bytes, or `Content-Length: 0`), whatever the `Content-Encoding`:
 ///   the request passes through untouched, so `GET /health` from a client that labels every request is not refused.
+/// - Requests the [`exempt`](GzipRequestLayerBuilder::exempt) predicate picks pass through untouched.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct GzipRequestLayer {
@@ -41,6 +55,7 @@ impl GzipRequestLayer {
         Self {
             config: Arc::new(RequestConfig {
                 max_decoded: DEFAULT_MAX_DECODED,
+                exempt: None,
             }),
         }
     }
@@ -49,21 +64,42 @@ impl GzipRequestLayer {
     pub fn builder() -> GzipRequestLayerBuilder {
         GzipRequestLayerBuilder {
             max_decoded: DEFAULT_MAX_DECODED,
+            exempt: None,
         }
     }
 }
 
 /// Builds a [`GzipRequestLayer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct GzipRequestLayerBuilder {
     max_decoded: usize,
+    exempt: Option<Exempt>,
+}
+
+impl fmt::Debug for GzipRequestLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GzipRequestLayerBuilder")
+            .field("max_decoded", &self.max_decoded)
+            .field("exempt", &self.exempt.is_some())
+            .finish()
+    }
 }
 
 impl GzipRequestLayerBuilder {
     /// The most decoded bytes accepted, in bytes; more is answered 413. Default 10 MiB; at least 1, at most 1 GiB.
     pub fn max_decoded(mut self, bytes: usize) -> Self {
         self.max_decoded = bytes;
+        self
+    }
+
+    /// Requests for which the predicate is true bypass decoding: passed to the inner service untouched, whatever
+    /// their `Content-Encoding`, never refused (operational routes such as `/health` and `/metrics`). Default: none.
+    pub fn exempt<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.exempt = Some(Arc::new(predicate));
         self
     }
 
@@ -78,6 +114,7 @@ impl GzipRequestLayerBuilder {
         Ok(GzipRequestLayer {
             config: Arc::new(RequestConfig {
                 max_decoded: self.max_decoded,
+                exempt: self.exempt,
             }),
         })
     }

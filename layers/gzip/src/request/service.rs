@@ -116,6 +116,26 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if let Some(exempt) = &self.config.exempt {
+            let (parts, body) = request.into_parts();
+            let exempt = exempt(&parts);
+            let request = Request::from_parts(parts, body);
+            if exempt {
+                let request = request.map(|body| DecodedBody::Passthrough { body });
+                return RequestFuture::inner(self.inner.call(request));
+            }
+            return self.decide(request);
+        }
+        self.decide(request)
+    }
+}
+
+impl<S> GzipRequest<S> {
+    fn decide<ReqBody, ResBody>(&mut self, request: Request<ReqBody>) -> RequestFuture<S, ReqBody>
+    where
+        S: Service<Request<DecodedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+        ReqBody: Body,
+    {
         let coding = coding(request.headers());
         if !matches!(coding, Coding::Identity { .. }) && carries_no_body(&request) {
             // Nothing to decode (`GET /health` from a client that sets `Content-Encoding` on every request): not
