@@ -14,8 +14,11 @@ fn nz(n: u32) -> NonZeroU32 {
 // ANCHOR: layer
 fn rate_limit() -> Result<RateLimitLayer, tower_kit_core::ConfigError> {
     // Clients are behind our load balancers (10.0.0.0/8), which append to X-Forwarded-For.
-    let proxies = TrustedProxies::new(CidrList::parse(["10.0.0.0/8"])?)
-        .header(tower_kit_ratelimit::ForwardedHeader::XForwardedFor);
+    // Name the header they write: only that one is believed.
+    let proxies = TrustedProxies::new(
+        CidrList::parse(["10.0.0.0/8"])?,
+        tower_kit_ratelimit::ForwardedHeader::XForwardedFor,
+    );
     // Customers are keyed by their API key (stored hashed), everyone else by client IP (IPv6 by /64).
     let key = KeyExtractor::header(HeaderName::from_static("x-api-key"))
         .or(KeyExtractor::client_ip(proxies));

@@ -98,10 +98,30 @@ impl Key {
 
     /// The first 128 bits of the SHA-256 of `bytes` (an API key, a tenant name).
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        let digest = Sha256::digest(bytes);
+        Self::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    fn from_hasher(hasher: Sha256) -> Self {
+        let digest = hasher.finalize();
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest[..16]);
         Self::raw(KeyKind::Hashed, u128::from_be_bytes(first))
+    }
+
+    /// The key of `Authorization` credentials: the scheme in lower case (schemes are case-insensitive, RFC 9110
+    /// §11.1), one space, the credentials as sent. Only the hash is kept.
+    fn from_credentials(scheme: &[u8], credentials: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        for chunk in scheme.chunks(32) {
+            let mut lower = [0u8; 32];
+            let lower = &mut lower[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            hasher.update(&*lower);
+        }
+        hasher.update(b" ");
+        hasher.update(credentials);
+        Self::from_hasher(hasher)
     }
 
     /// A number the application chose (a user id).
@@ -218,6 +238,7 @@ enum Source {
     PeerIp,
     ClientIp(Arc<TrustedProxies>),
     Header(HeaderName),
+    Bearer,
     Global,
     Custom(Arc<KeyFn>),
 }
@@ -228,6 +249,7 @@ enum Source {
 ///   the `axum` feature, or a `SocketAddr` request extension);
 /// - [`client_ip`](Self::client_ip): the client behind [`TrustedProxies`];
 /// - [`header`](Self::header): a header value such as an API key, hashed;
+/// - [`bearer`](Self::bearer): the token of `Authorization: Bearer <token>`, hashed;
 /// - [`global`](Self::global): one bucket for everyone;
 /// - [`custom`](Self::custom): any closure over the request head.
 ///
@@ -235,6 +257,11 @@ enum Source {
 /// usually gets a whole /64). [`per_route`](Self::per_route) scopes the key by the matched route, and
 /// [`or`](Self::or) tries another extractor when this one finds nothing. When nothing is found the request goes to the
 /// shared `unknown` bucket ([`Key::UNKNOWN`]) and the layer logs a warning once.
+///
+/// When `peer_ip` or `client_ip` finds no peer address at all (a server that records none: axum served without
+/// `into_make_service_with_connect_info`, or this crate built without the `axum` / `tonic` feature that reads the
+/// extension your server inserts), the layer also counts the request in
+/// [`MISSING_CLIENT_ADDRESS`](crate::metrics::MISSING_CLIENT_ADDRESS) and logs, once, a warning naming those causes.
 #[derive(Clone)]
 pub struct KeyExtractor {
     source: Source,
@@ -249,6 +276,7 @@ impl fmt::Debug for KeyExtractor {
             Source::PeerIp => "peer_ip".to_owned(),
             Source::ClientIp(t) => format!("client_ip({:?})", t.cidrs()),
             Source::Header(h) => format!("header({h})"),
+            Source::Bearer => "bearer".to_owned(),
             Source::Global => "global".to_owned(),
             Source::Custom(_) => "custom".to_owned(),
         };
@@ -285,8 +313,24 @@ impl KeyExtractor {
     }
 
     /// The value of header `name`, hashed (SHA-256, first 128 bits). A missing or empty header finds no key.
+    ///
+    /// `Authorization` and `Proxy-Authorization` are read as credentials (`<scheme> <credentials>`): the scheme is
+    /// case-insensitive and the spaces after it do not count, so `Bearer abc`, `bearer abc` and `BEARER  abc` are
+    /// one key. A value without credentials, or sent on more than one header line, finds no key.
     pub fn header(name: HeaderName) -> Self {
         Self::with_source(Source::Header(name))
+    }
+
+    /// The token of `Authorization: Bearer <token>` (RFC 6750), hashed: the scheme is matched case-insensitively
+    /// (`Bearer`, `bearer`, `BEARER`: one key per token), the token compared exactly. Another scheme, an empty
+    /// token or several `Authorization` lines find no key (then [`or`](Self::or), then `unknown`). The token is
+    /// never kept, only its hash, so a huge or hostile value costs one hash and 16 bytes of key.
+    ///
+    /// This keys by what the client *claims*: a made-up token gets a fresh bucket. Check tokens before the layer, or
+    /// key by the verified identity with [`custom`](Self::custom); `bearer().or(KeyExtractor::peer_ip())` at least
+    /// limits token-less requests per address.
+    pub fn bearer() -> Self {
+        Self::with_source(Source::Bearer)
     }
 
     /// One bucket for every request.
@@ -332,7 +376,7 @@ impl KeyExtractor {
 
     /// The key of a request, `None` when neither this extractor nor its fallbacks find one.
     pub fn extract(&self, parts: &Parts) -> Option<Key> {
-        self.extract_head(&Head::of_parts(parts))
+        self.extract_head(&Head::of_parts(parts), &mut false)
     }
 
     /// Whether this extractor (or a fallback) runs a closure over the whole `Parts`.
@@ -341,32 +385,60 @@ impl KeyExtractor {
             || self.fallback.as_ref().is_some_and(|f| f.needs_parts())
     }
 
+    /// The key of a request; sets `missing_address` when a peer-address extractor (this one or a fallback) found
+    /// no peer address at all.
     #[inline]
-    pub(crate) fn extract_head(&self, head: &Head<'_>) -> Option<Key> {
+    pub(crate) fn extract_head(&self, head: &Head<'_>, missing_address: &mut bool) -> Option<Key> {
         // The default extractor (peer IP, no fallback, no route scope) is small enough to inline into the layer.
         if let (Source::PeerIp, None, false) = (&self.source, &self.fallback, self.per_route) {
-            return peer_ip(head.extensions).map(|ip| Key::from_ip(ip, self.ipv6_prefix));
+            let key = peer_ip(head.extensions).map(|ip| Key::from_ip(ip, self.ipv6_prefix));
+            *missing_address |= key.is_none();
+            return key;
         }
-        self.extract_any(head)
+        self.extract_any(head, missing_address)
     }
 
-    fn extract_any(&self, head: &Head<'_>) -> Option<Key> {
+    fn extract_any(&self, head: &Head<'_>, missing_address: &mut bool) -> Option<Key> {
         let key = match &self.source {
-            Source::PeerIp => peer_ip(head.extensions).map(|ip| Key::from_ip(ip, self.ipv6_prefix)),
-            Source::ClientIp(trusted) => tower_kit_core::client_addr(head.extensions)
-                .map(|a| Key::from_ip(trusted.client_ip(a.ip(), head.headers), self.ipv6_prefix)),
+            Source::PeerIp => {
+                let key = peer_ip(head.extensions).map(|ip| Key::from_ip(ip, self.ipv6_prefix));
+                *missing_address |= key.is_none();
+                key
+            }
+            Source::ClientIp(trusted) => {
+                let key = tower_kit_core::client_addr(head.extensions).map(|a| {
+                    Key::from_ip(trusted.client_ip(a.ip(), head.headers), self.ipv6_prefix)
+                });
+                *missing_address |= key.is_none();
+                key
+            }
+            Source::Header(name)
+                if name == http::header::AUTHORIZATION
+                    || name == http::header::PROXY_AUTHORIZATION =>
+            {
+                single_value(head.headers, name)
+                    .and_then(credentials)
+                    .map(|(scheme, creds)| Key::from_credentials(scheme, creds))
+            }
             Source::Header(name) => head
                 .headers
                 .get(name)
                 .filter(|v| !v.is_empty())
                 .map(|v| Key::from_bytes(v.as_bytes())),
+            Source::Bearer => single_value(head.headers, &http::header::AUTHORIZATION)
+                .and_then(credentials)
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer"))
+                .map(|(scheme, token)| Key::from_credentials(scheme, token)),
             Source::Global => Some(Key::GLOBAL),
             // The layer splits the request whenever a custom extractor is configured (`needs_parts`).
             Source::Custom(f) => head.parts.and_then(|p| f(p)),
         };
         let key = match key {
             Some(k) => k,
-            None => self.fallback.as_ref()?.extract_head(head)?,
+            None => self
+                .fallback
+                .as_ref()?
+                .extract_head(head, missing_address)?,
         };
         Some(if self.per_route {
             key.with_scope(route_scope(head.extensions))
@@ -374,6 +446,27 @@ impl KeyExtractor {
             key
         })
     }
+}
+
+/// The only value of header `name`; `None` when it is absent or sent on several lines (which one would count?).
+fn single_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then(|| first.as_bytes())
+}
+
+/// `<scheme> 1*(SP / HTAB) <credentials>` (RFC 9110 §11.4, tolerant of surrounding whitespace): the scheme and
+/// the credentials, `None` when either is empty. Works on bytes: non-ASCII (obs-text) credentials are hashed as
+/// sent, never decoded.
+fn credentials(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !is_space(b))?;
+    let end = value.iter().rposition(|b| !is_space(b))? + 1;
+    let value = &value[start..end];
+    let split = value.iter().position(is_space)?;
+    let (scheme, rest) = value.split_at(split);
+    let creds_start = rest.iter().position(|b| !is_space(b))?;
+    Some((scheme, &rest[creds_start..]))
 }
 
 /// The peer address, as `tower_kit_core::client_addr` finds it. Under axum the `ConnectInfo` it looks at first is
@@ -513,6 +606,7 @@ mod tests {
     fn client_ip_through_trusted_proxy() {
         let k = KeyExtractor::client_ip(TrustedProxies::new(
             CidrList::parse(["10.0.0.0/8"]).unwrap(),
+            crate::ForwardedHeader::XForwardedFor,
         ));
         let spoofed = k
             .extract(&parts_from(
@@ -528,6 +622,161 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(real, Key::from_ip("1.2.3.4".parse().unwrap(), 64));
+    }
+
+    fn auth(values: &[&[u8]]) -> Parts {
+        let mut parts = parts_from(Some("192.0.2.1:1"), &[]);
+        for v in values {
+            parts.headers.append(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        parts
+    }
+
+    /// RFC 9110 §11.1: auth schemes are case-insensitive, so the scheme's case (and the spaces after it) never make
+    /// a new bucket; the token is compared exactly.
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let k = KeyExtractor::bearer();
+        let one = k.extract(&auth(&[b"Bearer abc.def"])).unwrap();
+        assert_eq!(one.kind(), KeyKind::Hashed);
+        for same in [
+            &b"bearer abc.def"[..],
+            b"BEARER abc.def",
+            b"bEaReR abc.def",
+            b"Bearer   abc.def",
+            b"Bearer\tabc.def",
+            b"Bearer abc.def  ",
+        ] {
+            assert_eq!(
+                k.extract(&auth(&[same])),
+                Some(one),
+                "{:?}",
+                String::from_utf8_lossy(same)
+            );
+        }
+        assert_ne!(
+            k.extract(&auth(&[b"Bearer ABC.DEF"])),
+            Some(one),
+            "tokens are case-sensitive"
+        );
+        // `header(AUTHORIZATION)` normalises the scheme the same way, for every scheme, and agrees with `bearer()`.
+        let h = KeyExtractor::header(http::header::AUTHORIZATION);
+        assert_eq!(h.extract(&auth(&[b"BEARER abc.def"])), Some(one));
+        assert_eq!(
+            h.extract(&auth(&[b"Basic dXNlcjpwYXNz"])),
+            h.extract(&auth(&[b"basic  dXNlcjpwYXNz"]))
+        );
+        assert!(
+            !format!("{one} {one:?} {k:?}").contains("abc"),
+            "the token is never kept"
+        );
+    }
+
+    /// Hostile values: no panic, no key for an empty token, another scheme or an ambiguous header, and a fixed-size
+    /// key however large the token.
+    #[test]
+    fn hostile_authorization_values() {
+        let k = KeyExtractor::bearer();
+        for none in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer \t ",
+            b"   ",
+            b"Basic dXNlcjpwYXNz",
+            b"Bearerabc",
+            b"Token abc",
+        ] {
+            assert_eq!(
+                k.extract(&auth(&[none])),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(none)
+            );
+        }
+        assert_eq!(k.extract(&auth(&[])), None);
+        assert_eq!(
+            k.extract(&auth(&[b"Bearer a", b"Bearer b"])),
+            None,
+            "two lines"
+        );
+        let fallback = KeyExtractor::bearer().or(KeyExtractor::peer_ip());
+        assert_eq!(
+            fallback.extract(&auth(&[b"Bearer "])),
+            Some(Key::from_ip("192.0.2.1".parse().unwrap(), 64))
+        );
+        // Non-ASCII (obs-text) bytes are hashed as sent.
+        let latin = k.extract(&auth(&[b"Bearer caf\xe9\xff"])).unwrap();
+        assert_ne!(Some(latin), k.extract(&auth(&[b"Bearer caf\xe9\xfe"])));
+        // A megabyte token: one hash, a 16-byte key.
+        let mut huge = b"BEARER ".to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 1 << 20));
+        let big = k.extract(&auth(&[&huge])).unwrap();
+        assert_eq!(std::mem::size_of_val(&big), std::mem::size_of::<Key>());
+        assert!(std::mem::size_of::<Key>() <= 48);
+        huge[0] = b'b';
+        assert_eq!(k.extract(&auth(&[&huge])), Some(big));
+    }
+
+    proptest::proptest! {
+        /// Any bytes a header value may hold: no panic; the scheme's case never changes the key.
+        #[test]
+        fn any_authorization_is_safe(
+            scheme in "[A-Za-z]{1,10}",
+            gap in "[ \t]{1,3}",
+            token in proptest::collection::vec(0x21u8..=0xff, 0..200),
+        ) {
+            proptest::prop_assume!(token.iter().all(|b| *b != 0x7f));
+            let mut value = scheme.clone().into_bytes();
+            value.extend(gap.as_bytes());
+            value.extend(&token);
+            let mut upper = scheme.to_ascii_uppercase().into_bytes();
+            upper.push(b' ');
+            upper.extend(&token);
+            for k in [KeyExtractor::bearer(), KeyExtractor::header(http::header::AUTHORIZATION)] {
+                let a = k.extract(&auth(&[&value]));
+                let b = k.extract(&auth(&[&upper]));
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(a.is_some(), !token.is_empty() && (
+                    scheme.eq_ignore_ascii_case("bearer") || !matches!(k.source, Source::Bearer)
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn missing_address_is_reported() {
+        let mut missing = false;
+        let head_parts = parts_from(None, &[]);
+        let head = Head::of_parts(&head_parts);
+        assert_eq!(
+            KeyExtractor::peer_ip().extract_head(&head, &mut missing),
+            None
+        );
+        assert!(missing);
+        let trusted = TrustedProxies::new(
+            CidrList::parse(["10.0.0.0/8"]).unwrap(),
+            crate::ForwardedHeader::XForwardedFor,
+        );
+        let mut missing = false;
+        let k = KeyExtractor::global().per_route();
+        assert!(k.extract_head(&head, &mut missing).is_some());
+        assert!(!missing);
+        let k = KeyExtractor::header(HeaderName::from_static("x-api-key"))
+            .or(KeyExtractor::client_ip(trusted));
+        assert_eq!(k.extract_head(&head, &mut missing), None);
+        assert!(missing, "found by the fallback");
+        let with_peer = parts_from(Some("192.0.2.1:1"), &[]);
+        let mut missing = false;
+        assert!(
+            KeyExtractor::peer_ip()
+                .extract_head(&Head::of_parts(&with_peer), &mut missing)
+                .is_some()
+        );
+        assert!(!missing);
     }
 
     #[test]

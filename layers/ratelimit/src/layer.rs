@@ -150,6 +150,7 @@ pub(crate) struct Config<St> {
     /// Store failures are logged at most once a second.
     pub(crate) failure_log: crate::log_limit::LogLimiter,
     pub(crate) warned_unknown: AtomicBool,
+    pub(crate) warned_missing_address: AtomicBool,
     /// `RateLimit-Policy` when every policy has a fixed quota (then it never changes).
     pub(crate) fixed_policy_header: Option<http::HeaderValue>,
     /// Whether a user closure reads the whole `Parts`, so the request must be split (otherwise it is read in place).
@@ -478,6 +479,7 @@ impl<St> RateLimitBuilder<St> {
                 fallback,
                 failure_log: crate::log_limit::LogLimiter::new(Duration::from_secs(1)),
                 warned_unknown: AtomicBool::new(false),
+                warned_missing_address: AtomicBool::new(false),
                 fixed_policy_header,
                 needs_parts,
                 single,

@@ -7,7 +7,9 @@
 //! responses, never errors: `429 Too Many Requests` with `Retry-After` (whole seconds, rounded up, never early) and
 //! the draft-ietf-httpapi-ratelimit-headers fields (`RateLimit-Policy: "burst";q=10;w=1`,
 //! `RateLimit: "burst";r=0;t=1`); gRPC calls get HTTP 200 with `grpc-status: 8`. The inner service's error type
-//! passes through, so axum needs no `HandleErrorLayer`.
+//! passes through, so axum needs no `HandleErrorLayer`. The headers describe what the limiter really does (the
+//! burst and the time to give it back, the seconds until the next unit: see [`headers`]), so a client that
+//! follows them is neither refused nor kept waiting longer than needed.
 //!
 //! The backend is a trait, [`RateLimitStore`], whose semantics are defined in [`store`]; the in-process
 //! [`InMemoryStore`] is bounded (a key cap that evicts the least informative states first) and forgets idle keys
@@ -40,14 +42,17 @@
 //! assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
 //! assert_eq!(refused.headers()["retry-after"], "30");
 //! assert_eq!(refused.headers()["ratelimit-policy"], r#""default";q=2;w=60"#);
-//! assert_eq!(refused.headers()["ratelimit"], r#""default";r=0;t=60"#);
+//! // `t`: seconds until additional quota comes back (one unit every 30 s), the same moment as `Retry-After`.
+//! assert_eq!(refused.headers()["ratelimit"], r#""default";r=0;t=30"#);
 //! # }
 //! ```
 //!
 //! # Cargo features
 //!
 //! - `axum` (off by default): the peer address is also read from axum's `ConnectInfo<SocketAddr>`, and
-//!   [`KeyExtractor::per_route`] uses axum's `MatchedPath`.
+//!   [`KeyExtractor::per_route`] uses axum's `MatchedPath`. Without it (or `tonic` for tonic's `TcpConnectInfo`)
+//!   a peer-IP key finds no address under that server: the layer then warns once and counts
+//!   [`metrics::MISSING_CLIENT_ADDRESS`].
 //! - `tonic` (off by default): the peer address is also read from tonic's `TcpConnectInfo`, which tonic's server
 //!   inserts.
 //! - `redis` (off by default): `RedisStore`, a backend in Redis so that every server behind a load balancer
@@ -85,7 +90,7 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use future::ResponseFuture;
 pub use key::{DEFAULT_IPV6_PREFIX, Key, KeyExtractor, KeyKind, Route};
 pub use layer::{Policy, RateLimitBuilder, RateLimitLayer, Refusal, StoreFailure};
-pub use proxy::{CidrList, ForwardedHeader, MAX_HOPS, TrustedProxies};
+pub use proxy::{CidrList, ForwardedHeader, MAX_HOPS, TrustedProxies, TrustedProxiesBuilder};
 pub use quota::{MAX_WINDOW, Quota};
 pub use service::RateLimit;
 pub use store::{InMemoryStore, InMemoryStoreBuilder, RateLimitStore, StoreStats};

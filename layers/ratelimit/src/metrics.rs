@@ -13,6 +13,11 @@ pub const TRACKED_KEYS: &str = "tower_kit.ratelimit.keys";
 pub const EVICTIONS: &str = "tower_kit.ratelimit.evictions";
 /// Counter: requests whose store failed (the failure policy decided them).
 pub const STORE_ERRORS: &str = "tower_kit.ratelimit.store_errors";
+/// Counter: requests on which a peer-address key (`peer_ip`, `client_ip`) found no peer address, because the server
+/// records none (axum served without `into_make_service_with_connect_info`) or this crate cannot read the one it
+/// records (built without its `axum` or `tonic` feature). Without a fallback key such requests share the one
+/// `unknown` bucket, so any non-zero value is a deployment mistake to fix. Counted once per request.
+pub const MISSING_CLIENT_ADDRESS: &str = "tower_kit.ratelimit.missing_client_address";
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));

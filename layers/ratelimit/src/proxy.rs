@@ -119,53 +119,106 @@ pub(crate) fn prefix_mask(len: u8) -> u128 {
     }
 }
 
-/// Which forwarding header the trusted proxies write.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which header the trusted proxies write: the only one believed.
+///
+/// There is no automatic choice. A proxy rewrites or appends to the header it is configured for and passes every
+/// other header through untouched, so a limiter that also read another forwarding header (say `Forwarded` when
+/// nginx appends only to `X-Forwarded-For`) would let a client choose its own key by sending it. Name the header
+/// your proxies set; the book shows the nginx, HAProxy and Envoy settings for each.
+///
+/// Parses from its header name, case-insensitively (`"x-forwarded-for"`, `"forwarded"`, `"x-real-ip"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ForwardedHeader {
-    /// `Forwarded` (RFC 7239) when the request has one, else `X-Forwarded-For`.
-    #[default]
-    Auto,
-    /// Only `Forwarded`.
-    Forwarded,
-    /// Only `X-Forwarded-For`.
+    /// `X-Forwarded-For: client, proxy1, proxy2` (appended to by each proxy).
     XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239); only the `for=` parameters are read.
+    Forwarded,
+    /// `X-Real-IP: client` (set, overwriting any client value, by the proxy).
+    XRealIp,
+}
+
+impl ForwardedHeader {
+    /// The header's name, lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardedHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        [
+            ForwardedHeader::XForwardedFor,
+            ForwardedHeader::Forwarded,
+            ForwardedHeader::XRealIp,
+        ]
+        .into_iter()
+        .find(|h| h.name().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "header",
+                format!("must be `x-forwarded-for`, `forwarded` or `x-real-ip` (got {s:?})"),
+            )
+        })
+    }
 }
 
 /// Which peers may tell the client's address, and through which header.
 ///
 /// A request whose peer (socket address) is **not** in the list is keyed by that peer, whatever it sends. From a
-/// trusted peer, the forwarding header is read from the right, skipping trusted hops; the first untrusted hop is the
-/// client. A hop that is not an address (`unknown`, `_hidden`, garbage) ends the walk, and the request is keyed by
-/// the last trusted address (the proxy that forwarded it). At most [`MAX_HOPS`] hops are read.
+/// trusted peer, the one named [`ForwardedHeader`] is read from the right, skipping trusted hops; the first
+/// untrusted hop is the client. Every other forwarding header is ignored, whatever it says. A hop that is not an
+/// address (`unknown`, `_hidden`, garbage) ends the walk, and the request is keyed by the last trusted address (the
+/// proxy that forwarded it). At most [`MAX_HOPS`] hops are read.
 ///
-/// **Warning**: with [`ForwardedHeader::Auto`], a proxy that writes only `X-Forwarded-For` but passes a client's
-/// `Forwarded` header through lets that client choose its key. Name the header your proxies write.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// ```
+/// use tower_kit_ratelimit::{CidrList, ForwardedHeader, TrustedProxies};
+///
+/// let nginx = TrustedProxies::new(CidrList::parse(["10.0.0.0/8"]).unwrap(), ForwardedHeader::XForwardedFor);
+/// // The same, from configuration text; a list without a header is an error naming the field.
+/// let same = TrustedProxies::builder().networks(["10.0.0.0/8"]).header(ForwardedHeader::XForwardedFor).build();
+/// assert_eq!(same.unwrap(), nginx);
+/// let e = TrustedProxies::builder().networks(["10.0.0.0/8"]).build().unwrap_err();
+/// assert_eq!(e.field(), "header");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustedProxies {
     cidrs: CidrList,
     header: ForwardedHeader,
 }
 
 impl TrustedProxies {
-    /// Trust these networks, reading [`ForwardedHeader::Auto`].
-    pub fn new(cidrs: CidrList) -> Self {
-        Self {
-            cidrs,
-            header: ForwardedHeader::Auto,
-        }
+    /// Trust these networks, believing only `header` from them.
+    pub fn new(cidrs: CidrList, header: ForwardedHeader) -> Self {
+        Self { cidrs, header }
     }
 
-    /// Which header to read (default [`ForwardedHeader::Auto`]).
-    #[must_use]
-    pub fn header(mut self, header: ForwardedHeader) -> Self {
-        self.header = header;
-        self
+    /// A builder that checks the settings: networks given as text, and a header that must be named when any
+    /// network is trusted.
+    pub fn builder() -> TrustedProxiesBuilder {
+        TrustedProxiesBuilder::default()
     }
 
     /// The trusted networks.
     pub fn cidrs(&self) -> &CidrList {
         &self.cidrs
+    }
+
+    /// The header believed from them.
+    pub fn header(&self) -> ForwardedHeader {
+        self.header
     }
 
     /// The client's address for a request that came from `peer`.
@@ -174,18 +227,13 @@ impl TrustedProxies {
         if !self.cidrs.contains(peer) {
             return peer;
         }
-        let use_forwarded = match self.header {
-            ForwardedHeader::Forwarded => true,
-            ForwardedHeader::XForwardedFor => false,
-            ForwardedHeader::Auto => headers.contains_key(http::header::FORWARDED),
-        };
-        if use_forwarded {
-            let hops =
-                header_elements(headers, http::header::FORWARDED.as_str()).map(forwarded_for);
-            self.walk(peer, hops)
-        } else {
-            let hops = header_elements(headers, "x-forwarded-for").map(Some);
-            self.walk(peer, hops)
+        match self.header {
+            ForwardedHeader::Forwarded => {
+                let hops =
+                    header_elements(headers, http::header::FORWARDED.as_str()).map(forwarded_for);
+                self.walk(peer, hops)
+            }
+            other => self.walk(peer, header_elements(headers, other.name()).map(Some)),
         }
     }
 
@@ -201,6 +249,56 @@ impl TrustedProxies {
             }
         }
         last_trusted
+    }
+}
+
+/// Builds [`TrustedProxies`] from configuration: see [`TrustedProxies::builder`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct TrustedProxiesBuilder {
+    networks: Vec<String>,
+    header: Option<ForwardedHeader>,
+}
+
+impl TrustedProxiesBuilder {
+    /// Adds trusted networks (`10.0.0.0/8`, `2001:db8::/32`, bare addresses); blank entries are skipped, so a
+    /// comma-separated setting that is empty trusts nobody.
+    pub fn networks<I, S>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.networks.extend(
+            networks
+                .into_iter()
+                .map(|n| n.as_ref().trim().to_owned())
+                .filter(|n| !n.is_empty()),
+        );
+        self
+    }
+
+    /// The header the trusted proxies write (required when any network is trusted).
+    pub fn header(mut self, header: ForwardedHeader) -> Self {
+        self.header = Some(header);
+        self
+    }
+
+    /// Checks the settings: a bad network is an error naming `cidr`; networks without a header an error naming
+    /// `header`. No networks at all (trust nobody) needs no header.
+    pub fn build(self) -> Result<TrustedProxies, ConfigError> {
+        let cidrs = CidrList::parse(&self.networks)?;
+        let header = match self.header {
+            Some(header) => header,
+            None if cidrs.is_empty() => ForwardedHeader::XForwardedFor, // never read: nobody is trusted
+            None => {
+                return Err(ConfigError::new(
+                    "header",
+                    "trusted proxies are set but no client IP header is named: choose the one your proxies \
+                     write (x-forwarded-for, forwarded or x-real-ip); any other would let clients pick their key",
+                ));
+            }
+        };
+        Ok(TrustedProxies { cidrs, header })
     }
 }
 
@@ -261,8 +359,12 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn trusted_with(header: ForwardedHeader) -> TrustedProxies {
+        TrustedProxies::new(CidrList::parse(["10.0.0.0/8", "fd00::/8"]).unwrap(), header)
+    }
+
     fn trusted() -> TrustedProxies {
-        TrustedProxies::new(CidrList::parse(["10.0.0.0/8", "fd00::/8"]).unwrap())
+        trusted_with(ForwardedHeader::XForwardedFor)
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -298,18 +400,88 @@ mod tests {
         assert_eq!(trusted().client_ip(ip("10.0.0.1"), &h), ip("198.51.100.7"));
     }
 
+    /// Only the named header is read: a client's own `Forwarded` passed through by an `X-Forwarded-For` proxy
+    /// (stock nginx) changes nothing, and the other way round.
     #[test]
-    fn forwarded_is_preferred_over_xff() {
+    fn only_the_named_header_is_believed() {
         let h = headers(&[
             ("x-forwarded-for", "6.6.6.6"),
             (
                 "forwarded",
                 r#"for=6.6.6.6, for="[2001:db8::17]:4711";proto=https, for=10.0.0.9;by=10.0.0.1"#,
             ),
+            ("x-real-ip", "203.0.113.9"),
         ]);
-        assert_eq!(trusted().client_ip(ip("10.0.0.1"), &h), ip("2001:db8::17"));
-        let only_xff = trusted().header(ForwardedHeader::XForwardedFor);
-        assert_eq!(only_xff.client_ip(ip("10.0.0.1"), &h), ip("6.6.6.6"));
+        let peer = ip("10.0.0.1");
+        let fwd = trusted_with(ForwardedHeader::Forwarded);
+        assert_eq!(fwd.client_ip(peer, &h), ip("2001:db8::17"));
+        assert_eq!(trusted().client_ip(peer, &h), ip("6.6.6.6"));
+        let real = trusted_with(ForwardedHeader::XRealIp);
+        assert_eq!(real.client_ip(peer, &h), ip("203.0.113.9"));
+        // A varying unnamed header never changes the key.
+        for i in 0..50u8 {
+            let mut h2 = h.clone();
+            h2.insert(
+                "forwarded",
+                HeaderValue::from_str(&format!("for=192.0.2.{i}")).unwrap(),
+            );
+            h2.insert(
+                "x-real-ip",
+                HeaderValue::from_str(&format!("192.0.2.{i}")).unwrap(),
+            );
+            assert_eq!(trusted().client_ip(peer, &h2), ip("6.6.6.6"));
+        }
+        // Without the named header, the proxy itself is the key.
+        let only_forwarded = headers(&[("forwarded", "for=192.0.2.1")]);
+        assert_eq!(trusted().client_ip(peer, &only_forwarded), peer);
+        let only_xff = headers(&[("x-forwarded-for", "192.0.2.1")]);
+        assert_eq!(fwd.client_ip(peer, &only_xff), peer);
+        assert_eq!(real.client_ip(peer, &only_xff), peer);
+    }
+
+    #[test]
+    fn header_names_parse_and_the_builder_requires_one() {
+        for (text, h) in [
+            ("x-forwarded-for", ForwardedHeader::XForwardedFor),
+            ("X-Forwarded-For", ForwardedHeader::XForwardedFor),
+            (" forwarded ", ForwardedHeader::Forwarded),
+            ("X-REAL-IP", ForwardedHeader::XRealIp),
+        ] {
+            assert_eq!(text.parse::<ForwardedHeader>().unwrap(), h);
+            assert_eq!(h.to_string().parse::<ForwardedHeader>().unwrap(), h);
+        }
+        for bad in ["", "auto", "x-forwarded", "forwarded-for"] {
+            assert_eq!(
+                bad.parse::<ForwardedHeader>().unwrap_err().field(),
+                "header"
+            );
+        }
+        let e = TrustedProxies::builder()
+            .networks(["127.0.0.1/32"])
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "header");
+        assert!(e.reason().contains("x-forwarded-for"), "{e}");
+        let e = TrustedProxies::builder()
+            .networks(["127.0.0.1/33"])
+            .header(ForwardedHeader::Forwarded)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "cidr");
+        // Nobody trusted: no header needed, and headers never matter.
+        let nobody = TrustedProxies::builder()
+            .networks(["", " "])
+            .build()
+            .unwrap();
+        assert!(nobody.cidrs().is_empty());
+        let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        assert_eq!(nobody.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        let ok = TrustedProxies::builder()
+            .networks(["10.0.0.0/8", "fd00::/8"])
+            .header(ForwardedHeader::XRealIp)
+            .build()
+            .unwrap();
+        assert_eq!(ok, trusted_with(ForwardedHeader::XRealIp));
     }
 
     #[test]
@@ -330,7 +502,10 @@ mod tests {
             );
         }
         let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(trusted().client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        assert_eq!(
+            trusted_with(ForwardedHeader::Forwarded).client_ip(ip("10.0.0.1"), &h),
+            ip("10.0.0.1")
+        );
         // Non-ASCII bytes in a header value.
         let mut h = HeaderMap::new();
         h.insert(
@@ -369,7 +544,10 @@ mod tests {
             ip("198.51.100.7")
         );
         let h = headers(&[("forwarded", "for=\"[::ffff:198.51.100.8]:1\"")]);
-        assert_eq!(trusted().client_ip(ip("10.0.0.1"), &h), ip("198.51.100.8"));
+        assert_eq!(
+            trusted_with(ForwardedHeader::Forwarded).client_ip(ip("10.0.0.1"), &h),
+            ip("198.51.100.8")
+        );
     }
 
     #[test]
@@ -409,7 +587,9 @@ mod tests {
             let mut h = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&xff) { h.insert("x-forwarded-for", v); }
             if let Ok(v) = HeaderValue::from_str(&fwd) { h.insert("forwarded", v); }
-            let _ = trusted().client_ip(ip("10.0.0.1"), &h);
+            for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded, ForwardedHeader::XRealIp] {
+                let _ = trusted_with(header).client_ip(ip("10.0.0.1"), &h);
+            }
             // An untrusted peer is never affected by headers.
             proptest::prop_assert_eq!(trusted().client_ip(ip("192.0.2.1"), &h), ip("192.0.2.1"));
         }

@@ -8,10 +8,15 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A GCRA quota: `limit` units per `window`, of which at most `burst` may be spent at once.
 ///
-/// The units refill continuously, one every *emission interval* (`window / limit`, in nanoseconds, rounded up so
-/// the rate is never exceeded). A client that has been idle for long enough holds `burst` units (by default
-/// `burst == limit`: the whole window's quota may be spent at once, then one unit comes back every emission
-/// interval).
+/// The units refill continuously, one every *emission interval* (`window / limit`, in whole nanoseconds, rounded
+/// down and at least 1 ns; the rounding is below a nanosecond per unit). A client that has been idle for long
+/// enough holds `burst` units (by default `burst == limit`: the whole window's quota may be spent at once, then one
+/// unit comes back every emission interval).
+///
+/// What the limiter allows is therefore "`burst` units per `burst × window / limit`", which is what the
+/// `RateLimit-Policy` header advertises ([`advertised`](Self::advertised)): with the default burst that is exactly
+/// `limit` per `window`; `100` per minute with a burst of 10 is advertised as `q=10;w=6`, and `1` per hour with a
+/// burst of 10 as `q=10;w=36000`.
 ///
 /// Windows are whole seconds (at least one, at most [`MAX_WINDOW`]) because the `RateLimit-Policy` header states
 /// them in seconds; `10 per second` is `Quota::per_second(10)`, `5 per 100 ms` is the same rate as `50 per second`
@@ -32,7 +37,7 @@ pub struct Quota {
     limit: NonZeroU32,
     window_secs: u32,
     burst: NonZeroU32,
-    /// Nanoseconds per unit, rounded up.
+    /// Nanoseconds per unit, rounded down, at least 1.
     interval_ns: u64,
 }
 
@@ -60,7 +65,10 @@ impl Quota {
             limit,
             window_secs,
             burst: limit,
-            interval_ns: window_ns.div_ceil(limit.get() as u64),
+            interval_ns: match window_ns / limit.get() as u64 {
+                0 => 1,
+                t => t,
+            },
         }
     }
 
@@ -112,7 +120,7 @@ impl Quota {
         self.burst.get()
     }
 
-    /// Time for one unit to come back: `window / limit`, rounded up to the nanosecond.
+    /// Time for one unit to come back: `window / limit`, rounded down to the nanosecond (at least 1 ns).
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.interval_ns)
     }
@@ -131,6 +139,40 @@ impl Quota {
             NonZeroU32::new(u32::try_from(scaled).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
         };
         Self::from_parts(scale(self.limit), self.window_secs).with_burst(scale(self.burst))
+    }
+
+    /// What `RateLimit-Policy` advertises for this quota: `(q, w)`, "`q` units per `w` seconds", such that a client
+    /// that never sends more than `q` units within any `w` seconds is never refused, and `q / w` is the limiter's
+    /// true rate (exactly, when `burst × window / limit` is a whole number of seconds; otherwise `w` is rounded up,
+    /// which advertises a slightly lower rate, never a higher one).
+    ///
+    /// `q` is the burst: the most units a client can spend at once. `w` is the time the limiter takes to give back
+    /// `q` units: `burst × window / limit`. With the default burst this is `(limit, window)`. `w` is at most
+    /// 999 999 999 999 999 (the largest Structured Fields integer); a quota that would need more advertises a
+    /// proportionally smaller `q` (at least 1).
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use tower_kit_ratelimit::Quota;
+    ///
+    /// let nz = |n| NonZeroU32::new(n).unwrap();
+    /// assert_eq!(Quota::per_minute(nz(100)).advertised(), (100, 60));
+    /// assert_eq!(Quota::per_minute(nz(100)).with_burst(nz(10)).advertised(), (10, 6));
+    /// assert_eq!(Quota::per_hour(nz(1)).with_burst(nz(10)).advertised(), (10, 36_000));
+    /// assert_eq!(Quota::per_second(nz(3)).advertised(), (3, 1));
+    /// ```
+    pub fn advertised(&self) -> (u64, u64) {
+        const SF_MAX: u128 = 999_999_999_999_999;
+        const NS: u128 = 1_000_000_000;
+        let t = u128::from(self.interval_ns);
+        let q = u128::from(self.burst.get());
+        let w = (q * t).div_ceil(NS).max(1);
+        if w <= SF_MAX {
+            // Both fit: q ≤ u32::MAX, w ≤ SF_MAX.
+            return (q as u64, w as u64);
+        }
+        let q = (SF_MAX * NS / t).clamp(1, q);
+        (q as u64, (q * t).div_ceil(NS).clamp(1, SF_MAX) as u64)
     }
 
     /// `burst × T` in nanoseconds: how far ahead of now the theoretical arrival time may run (GCRA's `τ + T`).
@@ -157,10 +199,52 @@ mod tests {
     }
 
     #[test]
-    fn interval_rounds_up_so_the_rate_is_never_exceeded() {
+    fn interval_rounds_down_so_the_advertised_rate_is_never_refused() {
         let q = Quota::per_second(nz(3));
-        assert_eq!(q.emission_interval_nanos(), 333_333_334);
-        assert!(q.emission_interval_nanos() * 3 >= 1_000_000_000);
+        assert_eq!(q.emission_interval_nanos(), 333_333_333);
+        // Three units come back within the second the header advertises.
+        assert!(q.emission_interval_nanos() * 3 <= 1_000_000_000);
+        assert_eq!(q.advertised(), (3, 1));
+        assert_eq!(Quota::per_second(nz(u32::MAX)).emission_interval_nanos(), 1);
+    }
+
+    /// `(q, w)` for rate, window and burst combinations, including bursts above and below the limit.
+    #[test]
+    fn advertised_policy_is_what_the_limiter_allows() {
+        let cases: &[(u32, u64, u32, (u64, u64))] = &[
+            // (limit, window s, burst, (q, w))
+            (100, 60, 100, (100, 60)),
+            (100, 60, 10, (10, 6)),      // the demo's defaults
+            (1, 3600, 10, (10, 36_000)), // burst above the limit
+            (1, 3600, 1, (1, 3600)),
+            (10, 1, 10, (10, 1)),
+            (10, 1, 3, (3, 1)), // 3 units come back in 0.3 s: w rounds up, the rate shown is lower
+            (60, 60, 1, (1, 1)),
+            (7, 60, 7, (7, 60)),
+            (3, 1, 2, (2, 1)),
+            (5, 60, 20, (20, 240)),
+        ];
+        for &(limit, window, burst, expected) in cases {
+            let q = Quota::new(nz(limit), Duration::from_secs(window))
+                .unwrap()
+                .with_burst(nz(burst));
+            let (units, secs) = q.advertised();
+            assert_eq!((units, secs), expected, "{limit}/{window}s burst {burst}");
+            assert!(units <= u64::from(q.burst()));
+            // q units come back within w: a client sending q per w never runs dry.
+            assert!(units * q.emission_interval_nanos() <= secs * 1_000_000_000);
+            // The rate shown is never above the configured one.
+            assert!(u128::from(units) * u128::from(window) <= u128::from(limit) * u128::from(secs));
+        }
+        let huge = Quota::new(nz(1), MAX_WINDOW)
+            .unwrap()
+            .with_burst(nz(u32::MAX));
+        let (units, secs) = huge.advertised();
+        assert!(secs <= 999_999_999_999_999 && units >= 1, "{units} {secs}");
+        assert!(
+            u128::from(units) * u128::from(huge.emission_interval_nanos())
+                <= u128::from(secs) * 1_000_000_000
+        );
     }
 
     #[test]

@@ -25,6 +25,29 @@ use std::{
 use tower_kit_core::{ServerTiming, grpc};
 use tower_service::Service;
 
+/// The peer-address extensions this build reads (for the missing-address warning).
+const READS: &str = if cfg!(all(feature = "axum", feature = "tonic")) {
+    "axum's `ConnectInfo<SocketAddr>`, tonic's `TcpConnectInfo`, a `SocketAddr`"
+} else if cfg!(feature = "axum") {
+    "axum's `ConnectInfo<SocketAddr>`, a `SocketAddr`"
+} else if cfg!(feature = "tonic") {
+    "tonic's `TcpConnectInfo`, a `SocketAddr`"
+} else {
+    "a `SocketAddr` (axum's `ConnectInfo<SocketAddr>` and tonic's `TcpConnectInfo` are not read: the crate was \
+     built without its `axum` and `tonic` features)"
+};
+
+/// What to fix, for this build.
+const CAUSES: &str = if cfg!(feature = "axum") {
+    "under axum, the server was started without `into_make_service_with_connect_info::<SocketAddr>()`; under \
+     hyper, no `SocketAddr` extension is inserted per connection; under tonic, enable the `tonic` feature of \
+     tower-kit-ratelimit if it is off."
+} else {
+    "under axum, `ConnectInfo<SocketAddr>` is only read with the `axum` feature of tower-kit-ratelimit (enable it, \
+     and serve with `into_make_service_with_connect_info::<SocketAddr>()`); under tonic, enable the `tonic` \
+     feature; under hyper, insert the peer `SocketAddr` as a request extension per connection."
+};
+
 /// The rate-limiting service made by [`RateLimitLayer`](crate::RateLimitLayer).
 ///
 /// `M` is the [`BodyMode`]: [`WrapBody`] (responses carry a `PolicyBody`) or [`KeepBody`](crate::KeepBody).
@@ -138,6 +161,7 @@ impl<St: RateLimitStore> Config<St> {
                 _ => 1,
             },
         };
+        let mut missing_address = false;
         for (i, p) in self.policies.iter().enumerate() {
             let quota = match &p.quota {
                 QuotaSource::Fixed(q) => *q,
@@ -150,8 +174,8 @@ impl<St: RateLimitStore> Config<St> {
                 .key
                 .as_ref()
                 .unwrap_or(&self.key)
-                .extract_head(head)
-                .unwrap_or_else(|| self.unknown_key(&p.name));
+                .extract_head(head, &mut missing_address)
+                .unwrap_or_else(|| self.unknown_key(&p.name, missing_address));
             plan.checks[plan.len] = Check {
                 policy: p.id,
                 key,
@@ -160,35 +184,67 @@ impl<St: RateLimitStore> Config<St> {
             plan.policy_index[plan.len] = i as u8; // at most MAX_POLICIES policies
             plan.len += 1;
         }
+        if missing_address {
+            self.missing_address();
+        }
         plan
     }
 
-    /// The key of a request for which no key was found: the shared `unknown` bucket (with a warning, once).
+    /// The key of a request for which no key was found: the shared `unknown` bucket (with a warning, once; a
+    /// missing peer address has its own warning, see [`missing_address`](Self::missing_address)).
     #[cold]
-    fn unknown_key(&self, policy: &str) -> Key {
-        if !self.warned_unknown.swap(true, Ordering::Relaxed) {
+    fn unknown_key(&self, policy: &str, missing_address: bool) -> Key {
+        if !missing_address && !self.warned_unknown.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 policy = %policy,
-                "rate limit: no key found for a request (no peer address recorded? serve axum with \
-                 into_make_service_with_connect_info::<SocketAddr>()); such requests share one `unknown` \
-                 bucket. Logged once."
+                "rate limit: the key extractor found no key for a request (a header it reads was absent and no \
+                 `.or(..)` fallback found one); such requests share one `unknown` bucket. Logged once."
             );
         }
         Key::UNKNOWN
     }
 
+    /// A peer-address key found no peer address: count it, and say once why that happens.
+    #[cold]
+    #[inline(never)]
+    fn missing_address(&self) {
+        metrics::with_counter(metrics::MISSING_CLIENT_ADDRESS);
+        if !self.warned_missing_address.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                metric = metrics::MISSING_CLIENT_ADDRESS,
+                "rate limit: a request carries no peer address, so the peer-IP key cannot tell clients apart and \
+                 every such request shares one `unknown` bucket (one limit for everybody). The request had none of \
+                 the extensions this build reads: {READS}. Causes: {CAUSES} Logged once; every such request is \
+                 counted in `{metric}`.",
+                metric = metrics::MISSING_CLIENT_ADDRESS,
+            );
+        }
+    }
+
     /// The check of a request to a layer with a single fixed-quota policy and no closure over `Parts`.
     #[inline]
     fn single_check(&self, single: &Single, head: &Head<'_>) -> Check {
-        let key = match single.key.extract_head(head) {
+        let mut missing_address = false;
+        let key = match single.key.extract_head(head, &mut missing_address) {
             Some(key) => key,
-            None => self.unknown_key(self.policies.first().map_or("", |p| &*p.name)),
+            None => self.no_key_single(missing_address),
         };
+        if missing_address {
+            self.missing_address();
+        }
         Check {
             policy: single.id,
             key,
             quota: single.quota,
         }
+    }
+
+    #[cold]
+    fn no_key_single(&self, missing_address: bool) -> Key {
+        self.unknown_key(
+            self.policies.first().map_or("", |p| &*p.name),
+            missing_address,
+        )
     }
 
     /// The admitted request of a single-policy layer that adds no headers: count it.

@@ -20,8 +20,8 @@ use std::{
 use tower::ServiceExt;
 use tower_kit_core::ServerTiming;
 use tower_kit_ratelimit::{
-    CidrList, InMemoryStore, Key, KeyExtractor, ManualClock, Policy, Quota, RateLimitLayer,
-    RateLimitStore, StoreFailure, TrustedProxies,
+    CidrList, ForwardedHeader, InMemoryStore, Key, KeyExtractor, ManualClock, Policy, Quota,
+    RateLimitLayer, RateLimitStore, StoreFailure, TrustedProxies,
     store::{Check, CheckRequest, Decision, PolicyId},
 };
 
@@ -276,7 +276,10 @@ async fn exemptions_skip_every_policy() {
 #[tokio::test]
 async fn spoofed_forwarding_headers_from_an_untrusted_peer_are_ignored() {
     let (store, _clock) = fake_store();
-    let trusted = TrustedProxies::new(CidrList::parse(["10.0.0.0/8"]).unwrap());
+    let trusted = TrustedProxies::new(
+        CidrList::parse(["10.0.0.0/8"]).unwrap(),
+        ForwardedHeader::XForwardedFor,
+    );
     let mut svc = service(
         RateLimitLayer::builder()
             .store(store)
@@ -334,7 +337,10 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_are_ignored() {
 #[tokio::test]
 async fn garbage_and_huge_forwarding_headers_fall_back_to_the_proxy() {
     let (store, _clock) = fake_store();
-    let trusted = TrustedProxies::new(CidrList::parse(["10.0.0.0/8"]).unwrap());
+    let trusted = TrustedProxies::new(
+        CidrList::parse(["10.0.0.0/8"]).unwrap(),
+        ForwardedHeader::XForwardedFor,
+    );
     let mut svc = service(
         RateLimitLayer::builder()
             .store(store.clone())
@@ -437,7 +443,7 @@ async fn requests_without_a_key_share_the_unknown_bucket() {
 #[tokio::test]
 async fn retry_after_is_never_early() {
     let (store, clock) = fake_store();
-    // 7 per 10 s: T = 1.428571429 s, not a whole number of seconds.
+    // 7 per 10 s: T = 1.428571428 s, not a whole number of seconds.
     let q = Quota::new(nz(7), Duration::from_secs(10))
         .unwrap()
         .with_burst(nz(1));
@@ -461,7 +467,9 @@ async fn retry_after_is_never_early() {
     }
     let r = send(&mut svc, request(p)).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    clock.advance(Duration::from_nanos(1_428_571_428));
+    // T = 10 s / 7, rounded down to 1 428 571 428 ns.
+    assert_eq!(q.emission_interval_nanos(), 1_428_571_428);
+    clock.advance(Duration::from_nanos(1_428_571_427));
     assert_eq!(
         send(&mut svc, request(p)).await.status(),
         StatusCode::TOO_MANY_REQUESTS,
