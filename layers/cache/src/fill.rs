@@ -5,7 +5,7 @@ use crate::{
     coalesce::{Leader, Outcome},
     entry::{Entry, StoredValue, Variants},
     layer::Shared,
-    store::Store,
+    store::{Store, deadline::Deadline},
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -44,6 +44,8 @@ pub(crate) struct StoreFill<St> {
     pub(crate) coalesce_key: String,
     pub(crate) leader: Option<Leader>,
     pub(crate) generation: u64,
+    /// The request's Redis deadline: the writes get what its lookups left.
+    pub(crate) deadline: Deadline,
 }
 
 impl<St: Store> FillSink for StoreFill<St> {
@@ -76,18 +78,18 @@ impl<St: Store> FillSink for StoreFill<St> {
         let shared = this.shared;
         let leader = this.leader;
         let (primary, store_key) = (this.primary, this.store_key);
-        drive(async move {
+        drive(this.deadline.scope(async move {
             put_entry(&shared, &primary, &store_key, &entry).await;
             if let Some(leader) = leader {
                 leader.finish(Outcome::Filled(entry));
             }
-        });
+        }));
     }
 
     fn too_big(self: Box<Self>) {
         let this = *self;
         if let Some(leader) = this.leader {
-            mark_pass(this.shared, this.coalesce_key, leader);
+            mark_pass(this.shared, this.coalesce_key, leader, this.deadline);
         }
     }
 
@@ -145,9 +147,15 @@ pub(crate) async fn put_entry<St: Store>(
     }
 }
 
-/// Marks `key` hit-for-pass (when configured), then releases the waiters to the origin.
-pub(crate) fn mark_pass<St: Store>(shared: Arc<Shared<St>>, key: String, leader: Leader) {
-    drive(async move {
+/// Marks `key` hit-for-pass (when configured, on the request's Redis `deadline`), then releases the waiters to the
+/// origin.
+pub(crate) fn mark_pass<St: Store>(
+    shared: Arc<Shared<St>>,
+    key: String,
+    leader: Leader,
+    deadline: Deadline,
+) {
+    drive(deadline.scope(async move {
         let hfp = shared.config.hit_for_pass;
         if !hfp.is_zero() {
             let until = shared.clock.now() + hfp;
@@ -160,7 +168,7 @@ pub(crate) fn mark_pass<St: Store>(shared: Arc<Shared<St>>, key: String, leader:
             }
         }
         leader.finish(Outcome::Pass);
-    });
+    }));
 }
 
 /// Runs a store write: at once when the store answers at once (moka), else on the tokio runtime.

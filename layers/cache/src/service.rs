@@ -13,7 +13,7 @@ use crate::{
     policy::{self, RequestFacts},
     stats::Outcome as Count,
     status::{self, Mark, StaleWhy},
-    store::{Lease, LeaseRelease, MokaStore, Store},
+    store::{Lease, LeaseRelease, MokaStore, Store, deadline::Deadline},
     vary,
 };
 use bytes::Buf;
@@ -309,8 +309,16 @@ where
     ResB::Data: Buf + Send,
 {
     let rd = RequestDirectives::parse(&parts.headers);
+    // One Redis deadline for every store call of this request (lookup, lease, fill, invalidation), never around
+    // the origin call.
+    let deadline = Deadline::new();
     let plan = match &primary {
-        Some(primary) => plan(&shared, &parts, primary, &rd).await,
+        Some(primary) => {
+            deadline
+                .clone()
+                .scope(plan(&shared, &parts, primary, &rd))
+                .await
+        }
         None => Plan::Forward(Forward::new("method", Count::Bypass)),
     };
     let timing = parts.extensions.get::<ServerTiming>().cloned();
@@ -366,7 +374,7 @@ where
         }
         Plan::Forward(plan) => {
             let primary = primary.unwrap_or_default();
-            forward(shared, inner, parts, body, primary, plan, timing).await
+            forward(shared, inner, parts, body, primary, plan, timing, deadline).await
         }
     }
 }
@@ -409,7 +417,11 @@ fn revalidate_in_background<S, St, ReqB, ResB>(
         stale: Some((key, entry)),
     };
     runtime.spawn(async move {
-        if let Ok(response) = forward(shared, inner, parts, body, primary, plan, None).await {
+        // A request of its own, on a deadline of its own.
+        let deadline = Deadline::new();
+        if let Ok(response) =
+            forward(shared, inner, parts, body, primary, plan, None, deadline).await
+        {
             let mut body = pin!(response.into_body());
             while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
                 if frame.is_err() {
@@ -489,13 +501,26 @@ async fn remote_lead<St: Store>(
     let ttl = shared.config.lease_ttl;
     let give_up = tokio::time::Instant::now() + ttl * 2;
     let mut pause = Duration::from_millis(2);
+    // The first lease is asked on the request's deadline. Waiting for another server is not Redis time: each later
+    // step (a look, the lease asked again) runs on a deadline of its own; a step that finds Redis stalled spends
+    // the request's deadline too, and this server leads.
+    let mut step: Option<Deadline> = None;
     loop {
-        match shared.store.lease(key, ttl).await {
+        let lease = match &step {
+            None => shared.store.lease(key, ttl).await,
+            Some(step) => step.clone().scope(shared.store.lease(key, ttl)).await,
+        };
+        match lease {
             Ok(Lease::Acquired(release)) => return Remote::Lead(Some(release)),
             Ok(Lease::Held) => {}
             Ok(Lease::Unsupported) => return Remote::Lead(None),
             Err(e) => {
                 shared.counters.store_error(&e);
+                if step.as_ref().is_some_and(Deadline::is_spent)
+                    && let Some(request) = Deadline::current()
+                {
+                    request.spend();
+                }
                 return Remote::Lead(None);
             }
         }
@@ -504,8 +529,13 @@ async fn remote_lead<St: Store>(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(25));
+        let now_step = Deadline::new();
         let now = shared.clock.now();
-        match lookup(shared, primary, &parts.headers).await {
+        let found = now_step
+            .clone()
+            .scope(lookup(shared, primary, &parts.headers))
+            .await;
+        match found {
             Lookup::Found { entry, .. }
                 if allowed(&shared.config, parts, &entry)
                     && usable(&shared.config, &entry, rd, now) == Usable::Fresh =>
@@ -515,6 +545,7 @@ async fn remote_lead<St: Store>(
             Lookup::Miss { pass: true, .. } => return Remote::Pass,
             _ => {}
         }
+        step = Some(now_step);
     }
 }
 
@@ -788,6 +819,7 @@ fn stale_if_error<St>(
     (!head_only && staleness < shared.config.sie(entry)).then(|| Arc::clone(entry))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward<S, St, ReqB, ResB>(
     shared: Arc<Shared<St>>,
     mut inner: S,
@@ -796,6 +828,7 @@ async fn forward<S, St, ReqB, ResB>(
     primary: String,
     plan: Forward,
     timing: Option<ServerTiming>,
+    deadline: Deadline,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -890,7 +923,10 @@ where
             if let Ok(fresh) = &refreshed
                 && shared.generation.load(Ordering::Acquire) == generation
             {
-                put_entry(&shared, &primary, key, fresh).await;
+                deadline
+                    .clone()
+                    .scope(put_entry(&shared, &primary, key, fresh))
+                    .await;
             }
             let fresh = match refreshed {
                 Ok(fresh) => {
@@ -899,12 +935,12 @@ where
                 }
                 Err((fresh, not_stored)) => {
                     // The refreshed headers forbid storing (`no-store` now): serve this once, keep nothing.
-                    if let Err(e) = shared.store.remove(key).await {
+                    if let Err(e) = deadline.clone().scope(shared.store.remove(key)).await {
                         shared.counters.store_error(&e);
                     }
                     match leader {
                         Some(leader) if not_stored.intrinsic => {
-                            mark_pass(Arc::clone(&shared), key.clone(), leader)
+                            mark_pass(Arc::clone(&shared), key.clone(), leader, deadline.clone())
                         }
                         other => drop(other),
                     }
@@ -925,7 +961,7 @@ where
             ));
         }
         // A 304 about another representation than the stored one: the entry is no use any more.
-        if let Err(e) = shared.store.remove(key).await {
+        if let Err(e) = deadline.clone().scope(shared.store.remove(key)).await {
             shared.counters.store_error(&e);
         }
         detail = Some("validator-mismatch");
@@ -959,8 +995,12 @@ where
         let mut marked = Entry::clone(entry);
         marked.no_cache = true;
         marked.freshness_lifetime = Duration::ZERO;
-        if !put_entry(&shared, &primary, key, &Arc::new(marked)).await
-            && let Err(e) = shared.store.remove(key).await
+        let marked = Arc::new(marked);
+        if !deadline
+            .clone()
+            .scope(put_entry(&shared, &primary, key, &marked))
+            .await
+            && let Err(e) = deadline.clone().scope(shared.store.remove(key)).await
         {
             shared.counters.store_error(&e);
         }
@@ -971,7 +1011,10 @@ where
         && is_unsafe(&client.method)
         && (status.is_success() || status.is_redirection())
     {
-        invalidate::after_unsafe(&shared, client, &head.headers).await;
+        deadline
+            .clone()
+            .scope(invalidate::after_unsafe(&shared, client, &head.headers))
+            .await;
     }
     counted(count.take());
 
@@ -1044,6 +1087,7 @@ where
                         coalesce_key,
                         leader,
                         generation,
+                        deadline,
                     };
                     if body.is_end_stream() {
                         // An empty body (a 204, `Full` of nothing) that a server will never poll: it is whole now.
@@ -1062,7 +1106,7 @@ where
                     if let Some(leader) = leader
                         && not_stored.intrinsic
                     {
-                        mark_pass(Arc::clone(&shared), coalesce_key, leader);
+                        mark_pass(Arc::clone(&shared), coalesce_key, leader, deadline);
                     }
                     CacheBody::inner(body)
                 }

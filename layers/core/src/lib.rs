@@ -51,6 +51,8 @@ mod error;
 pub mod grpc;
 mod hop_by_hop;
 mod policy_body;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod refusal;
 mod server_timing;
 

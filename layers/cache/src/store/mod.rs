@@ -11,6 +11,7 @@
 mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub(crate) mod deadline;
 mod moka;
 #[cfg(feature = "redis")]
 mod redis;

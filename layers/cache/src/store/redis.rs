@@ -9,7 +9,10 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tower_kit_core::ConfigError;
+use tower_kit_core::{
+    ConfigError,
+    redis::{self as shared_redis, Deadline, TimedOut},
+};
 
 const DEFAULT_PREFIX: &str = "tower-kit-cache:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -189,7 +192,8 @@ impl RedisStore {
             };
             run(&mut conn).await
         };
-        let outcome = tokio::time::timeout(inner.timeout, attempt).await;
+        // On the request's deadline: this call gets what the request's earlier calls left.
+        let outcome = shared_redis::run(inner.timeout, attempt).await;
         match outcome {
             Ok(Ok(v)) => {
                 if inner.failures.swap(0, Ordering::Relaxed) > 0 {
@@ -215,13 +219,13 @@ impl RedisStore {
                 }
                 Err(StoreError::new(operation, e))
             }
-            Err(_) => {
+            Err(timed_out) => {
                 metrics::counter!(REDIS_ERRORS, "kind" => "timeout").increment(1);
-                self.failed();
-                Err(StoreError::new(
-                    operation,
-                    format!("no answer from Redis within {:?}", inner.timeout),
-                ))
+                if let TimedOut::After(_) = timed_out {
+                    // A call that did not wait says nothing new about Redis.
+                    self.failed();
+                }
+                Err(StoreError::new(operation, timed_out))
             }
         }
     }
@@ -262,22 +266,36 @@ impl RedisStore {
         .await
     }
 
+    /// Walks the key space with `SCAN`, removing what matches. The first step runs on the request's deadline (a
+    /// stalled Redis costs the request no more than its timeout); once Redis has answered, each later step gets a
+    /// timeout of its own, so a large key space is never cut short by a deadline meant for one request's lookups.
     async fn unlink_matching(
         &self,
         operation: &'static str,
         pattern: &str,
     ) -> Result<u64, StoreError> {
         let (mut cursor, mut removed) = (0, 0);
-        loop {
+        let step = async |cursor: u64| -> Result<(u64, u64), StoreError> {
             let (next, keys) = self.scan(operation, cursor, pattern).await?;
+            let mut n = 0;
             if !keys.is_empty() {
-                let n: u64 = self
+                n = self
                     .query(operation, async |c| {
                         redis::cmd("UNLINK").arg(&keys).query_async(c).await
                     })
                     .await?;
-                removed += n;
             }
+            Ok((next, n))
+        };
+        let mut first = true;
+        loop {
+            let (next, n) = if first {
+                first = false;
+                step(cursor).await?
+            } else {
+                Deadline::new().scope(step(cursor)).await?
+            };
+            removed += n;
             if next == 0 {
                 return Ok(removed);
             }
@@ -523,18 +541,20 @@ impl Store for RedisStore {
             return Ok(Lease::Held);
         }
         let store = self.clone();
+        // The release is the last call of the request that took the lease: on the same deadline.
+        let deadline = Deadline::current().unwrap_or_default();
         Ok(Lease::Acquired(LeaseRelease::new(move || {
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
                 return; // It lapses by itself.
             };
-            rt.spawn(async move {
+            rt.spawn(deadline.scope(async move {
                 let script = redis::Script::new(RELEASE_SCRIPT);
                 let _ = store
                     .query::<u64>("release", async |c| {
                         script.key(&lkey).arg(&token).invoke_async(c).await
                     })
                     .await;
-            });
+            }));
         })))
     }
 
