@@ -43,6 +43,10 @@ pub use tower_kit_gzip as gzip;
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub use tower_kit_ratelimit as ratelimit;
 
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
+
 #[cfg(feature = "timing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "timing")))]
 pub use tower_kit_timing as timing;
