@@ -1,14 +1,27 @@
 //! Rate limiting: a per-client-IP policy on `/api/*`; `/health`, `/metrics` and everything outside `/api/` are
 //! exempt.
 //!
+//! The defaults, 100 per minute with a burst of 10, are advertised as what they allow: 10 requests at once, given
+//! back over 6 s (`q=10;w=6`, the same 100 per minute), with `t` the seconds until the next one comes back:
+//!
 //! ```text
 //! $ for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' localhost:3000/api/items; done
 //! 200 200 200 200 200 200 200 200 200 200 429 429
 //! $ curl -i localhost:3000/api/items
 //! HTTP/1.1 429 Too Many Requests
 //! retry-after: 1
-//! ratelimit-policy: "per-ip";q=100;w=60
-//! ratelimit: "per-ip";r=0;t=6
+//! ratelimit-policy: "per-ip";q=10;w=6
+//! ratelimit: "per-ip";r=0;t=1
+//! ```
+//!
+//! Behind proxies, `--rate-limit-trusted-proxies` lists them and `--rate-limit-client-ip-header` names the one
+//! header they write (`x-forwarded-for`, `forwarded` or `x-real-ip`); only that header is believed, and only from
+//! those peers. Trusting proxies without naming the header is a configuration error: stock nginx appends to
+//! `X-Forwarded-For` but passes a client's own `Forwarded` through, so believing both would let clients choose
+//! their key.
+//!
+//! ```text
+//! $ demo-server --rate-limit-trusted-proxies 127.0.0.1/32 --rate-limit-client-ip-header x-forwarded-for
 //! ```
 //!
 //! With `--redis-url` (`REDIS_URL`) the quota lives in Redis: every demo server started with the same URL shares
@@ -30,8 +43,8 @@ use std::{
 };
 use tower_kit::core::ConfigError;
 use tower_kit_ratelimit::{
-    CidrList, InMemoryStore, KeepBody, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore,
-    RedisStore, RedisStoreError, StoreFailure, TrustedProxies,
+    ForwardedHeader, InMemoryStore, KeepBody, KeyExtractor, Policy, Quota, RateLimitLayer,
+    RateLimitStore, RedisStore, RedisStoreError, StoreFailure, TrustedProxies,
     store::{CheckRequest, Decision},
 };
 
@@ -50,7 +63,7 @@ pub struct Args {
     #[arg(long, env = "RATE_LIMIT_BURST", default_value = "10")]
     pub rate_limit_burst: NonZeroU32,
 
-    /// Proxies (CIDRs, comma-separated) whose `Forwarded` / `X-Forwarded-For` is believed. Empty: key by the
+    /// Proxies (CIDRs, comma-separated) whose `--rate-limit-client-ip-header` is believed. Empty: key by the
     /// socket peer, whatever headers say.
     #[arg(
         long,
@@ -59,6 +72,12 @@ pub struct Args {
         default_value = ""
     )]
     pub rate_limit_trusted_proxies: Vec<String>,
+
+    /// The header the trusted proxies write, the only one believed: `x-forwarded-for`, `forwarded` or
+    /// `x-real-ip`. Required with `--rate-limit-trusted-proxies` (no automatic choice: a header your proxies pass
+    /// through untouched is written by the client).
+    #[arg(long, env = "RATE_LIMIT_CLIENT_IP_HEADER")]
+    pub rate_limit_client_ip_header: Option<String>,
 
     /// Group IPv6 clients by this prefix length.
     #[arg(long, env = "RATE_LIMIT_IPV6_PREFIX", default_value_t = 64)]
@@ -94,6 +113,7 @@ impl Default for Args {
             rate_limit_window: Duration::from_secs(60),
             rate_limit_burst: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
             rate_limit_trusted_proxies: Vec::new(),
+            rate_limit_client_ip_header: None,
             rate_limit_ipv6_prefix: 64,
             rate_limit_dry_run: false,
             rate_limit_headers: true,
@@ -189,6 +209,37 @@ fn store_failure(text: &str) -> Result<StoreFailure, ConfigError> {
     }
 }
 
+/// The trusted proxies and the header believed from them (`None`: nobody is trusted, key by the peer). Errors name
+/// the flag: a bad network (`cidr`), trusted proxies without `--rate-limit-client-ip-header`, or an unknown header.
+pub fn trusted_proxies(args: &Args) -> Result<Option<TrustedProxies>, ConfigError> {
+    let header = match args.rate_limit_client_ip_header.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) => Some(name.parse::<ForwardedHeader>().map_err(|_| {
+            ConfigError::new(
+                "rate_limit_client_ip_header",
+                format!("must be `x-forwarded-for`, `forwarded` or `x-real-ip` (got {name:?})"),
+            )
+        })?),
+    };
+    let mut builder = TrustedProxies::builder().networks(&args.rate_limit_trusted_proxies);
+    if let Some(header) = header {
+        builder = builder.header(header);
+    }
+    let proxies = builder.build().map_err(|e| {
+        if e.field() == "header" {
+            ConfigError::new(
+                "rate_limit_client_ip_header",
+                "--rate-limit-trusted-proxies is set, so name the header those proxies write: \
+                 --rate-limit-client-ip-header x-forwarded-for|forwarded|x-real-ip (no automatic choice: a header \
+                 the proxies pass through untouched is written by the client)",
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok((!proxies.cidrs().is_empty()).then_some(proxies))
+}
+
 /// Whether a path is rate limited: `/api/*` only.
 pub fn is_limited(path: &str) -> bool {
     path.starts_with("/api/") && path != "/health" && path != "/metrics"
@@ -198,16 +249,9 @@ pub fn is_limited(path: &str) -> bool {
 pub fn layer(args: &Args) -> Result<RateLimitLayer<Store, KeepBody>, ConfigError> {
     let quota =
         Quota::new(args.rate_limit, args.rate_limit_window)?.with_burst(args.rate_limit_burst);
-    let proxies: Vec<&str> = args
-        .rate_limit_trusted_proxies
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let key = if proxies.is_empty() {
-        KeyExtractor::peer_ip()
-    } else {
-        KeyExtractor::client_ip(TrustedProxies::new(CidrList::parse(proxies)?))
+    let key = match trusted_proxies(args)? {
+        Some(proxies) => KeyExtractor::client_ip(proxies),
+        None => KeyExtractor::peer_ip(),
     };
     RateLimitLayer::builder()
         .store(store(args)?)
@@ -259,6 +303,7 @@ mod tests {
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "30");
         assert_eq!(r.headers()["ratelimit-policy"], r#""per-ip";q=2;w=60"#);
+        assert_eq!(r.headers()["ratelimit"], r#""per-ip";r=0;t=30"#);
         for _ in 0..5 {
             assert_eq!(
                 app.clone().oneshot(get("/health")).await.unwrap().status(),
@@ -284,6 +329,42 @@ mod tests {
         };
         assert_eq!(layer(&args).unwrap_err().field(), "cidr");
         assert!(layer(&Args::default()).is_ok());
+        // Trusted proxies need a named header; an unknown name is refused.
+        let args = Args {
+            rate_limit_trusted_proxies: vec!["127.0.0.1/32".into()],
+            ..Args::default()
+        };
+        let e = layer(&args).unwrap_err();
+        assert_eq!(e.field(), "rate_limit_client_ip_header");
+        assert!(e.reason().contains("x-forwarded-for"), "{e}");
+        for bad in ["auto", "x-forwarded", "true-client-ip"] {
+            let args = Args {
+                rate_limit_trusted_proxies: vec!["127.0.0.1/32".into()],
+                rate_limit_client_ip_header: Some(bad.into()),
+                ..Args::default()
+            };
+            assert_eq!(
+                layer(&args).unwrap_err().field(),
+                "rate_limit_client_ip_header",
+                "{bad}"
+            );
+        }
+        for good in ["x-forwarded-for", "Forwarded", "x-real-ip"] {
+            let args = Args {
+                rate_limit_trusted_proxies: vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()],
+                rate_limit_client_ip_header: Some(good.into()),
+                ..Args::default()
+            };
+            let proxies = trusted_proxies(&args).unwrap().unwrap();
+            assert!(proxies.header().name().eq_ignore_ascii_case(good));
+            assert!(layer(&args).is_ok(), "{good}");
+        }
+        // A header without proxies is harmless (nobody is trusted).
+        let args = Args {
+            rate_limit_client_ip_header: Some("forwarded".into()),
+            ..Args::default()
+        };
+        assert!(trusted_proxies(&args).unwrap().is_none());
         for bad in ["", "capped:0", "capped:101", "capped:x", "shut"] {
             let args = Args {
                 rate_limit_store_failure: bad.into(),
