@@ -1,5 +1,11 @@
 //! Gzip: responses compressed for clients that accept it, gzip uploads decoded, and `GET /api/events`, a
 //! server-sent event stream whose events are compressed and still arrive on time (flushed one by one).
+//!
+//! `/health` and `/metrics` are outside request decoding: a probe or scraper that sends a `Content-Encoding` header
+//! is never refused. `/api/events` has its own cap on open streams (`--events-max-in-flight`): each open compressed
+//! stream holds a compressor (about 220 KiB), and event streams give their slot of the global limit back at the
+//! head, so without this cap the number of open streams, and their memory, would have no bound. Over the cap:
+//! `503` with `Retry-After`.
 
 use axum::{
     Router,
@@ -8,6 +14,8 @@ use axum::{
 };
 use futures_util::Stream;
 use std::{convert::Infallible, time::Duration};
+use tower_kit::core::ConfigError;
+use tower_kit_concurrency::ConcurrencyLayer;
 use tower_kit_gzip::{GzipLayer, GzipRequestLayer};
 use tower_layer::Stack;
 
@@ -26,7 +34,14 @@ pub struct Args {
     /// Largest decoded gzip request body accepted, in bytes; larger uploads get 413.
     #[arg(long, env = "GZIP_MAX_DECODED", default_value_t = tower_kit_gzip::DEFAULT_MAX_DECODED)]
     pub gzip_max_decoded: usize,
+
+    /// The most `GET /api/events` streams open at once; more get 503 with `Retry-After`.
+    #[arg(long, env = "EVENTS_MAX_IN_FLIGHT", default_value_t = DEFAULT_EVENTS_MAX_IN_FLIGHT)]
+    pub events_max_in_flight: usize,
 }
+
+/// Default cap on open `GET /api/events` streams: 256 (about 56 MiB of compressors at most).
+pub const DEFAULT_EVENTS_MAX_IN_FLIGHT: usize = 256;
 
 impl Default for Args {
     fn default() -> Self {
@@ -34,6 +49,7 @@ impl Default for Args {
             gzip_min_size: tower_kit_gzip::DEFAULT_MIN_SIZE,
             gzip_level: tower_kit_gzip::DEFAULT_LEVEL,
             gzip_max_decoded: tower_kit_gzip::DEFAULT_MAX_DECODED,
+            events_max_in_flight: DEFAULT_EVENTS_MAX_IN_FLIGHT,
         }
     }
 }
@@ -46,15 +62,30 @@ pub fn response_layer(args: &Args) -> Result<GzipLayer, tower_kit::core::ConfigE
         .build()
 }
 
-/// Request decoding (inner) and response compression (outer), as one layer.
-pub fn layers(
-    args: &Args,
-) -> Result<Stack<GzipRequestLayer, GzipLayer>, tower_kit::core::ConfigError> {
+/// Whether a request bypasses request decoding: the operational routes, `/health` and `/metrics`.
+pub fn is_exempt_from_decoding(path: &str) -> bool {
+    path == "/health" || path == "/metrics"
+}
+
+/// Request decoding (inner; `/health` and `/metrics` exempt) and response compression (outer), as one layer.
+pub fn layers(args: &Args) -> Result<Stack<GzipRequestLayer, GzipLayer>, ConfigError> {
     let response = response_layer(args)?;
     let request = GzipRequestLayer::builder()
         .max_decoded(args.gzip_max_decoded)
+        .exempt(|parts| is_exempt_from_decoding(parts.uri.path()))
         .build()?;
     Ok(Stack::new(request, response))
+}
+
+/// The cap on open `/api/events` streams: a slot is held until the stream's body ends or the client goes away
+/// (not given back at the head, as the global limit does for event streams); no queue.
+pub fn events_limit(args: &Args) -> Result<ConcurrencyLayer, ConfigError> {
+    ConcurrencyLayer::builder()
+        .name("events")
+        .max_in_flight(args.events_max_in_flight)
+        .max_queue(0)
+        .release_streams_at_head(false)
+        .build()
 }
 
 /// How many events `GET /api/events` sends, and how far apart.
@@ -62,9 +93,9 @@ pub const EVENTS: u32 = 10;
 /// The gap between two events.
 pub const EVENT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// `GET /api/events`.
-pub fn router() -> Router {
-    Router::new().route("/api/events", get(events))
+/// `GET /api/events`, behind its own cap ([`events_limit`]).
+pub fn router(args: &Args) -> Result<Router, ConfigError> {
+    Ok(Router::new().route("/api/events", get(events).layer(events_limit(args)?)))
 }
 
 /// Ten events, 500 ms apart, on a fixed schedule (event `n` at `n × 500 ms`), then the stream ends.

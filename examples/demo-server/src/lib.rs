@@ -54,7 +54,7 @@ pub fn app(
         .merge(batch::router(&config.batch, pool))
         .merge(concurrency::router(&config.concurrency)?)
         .merge(timing::router(stats, &config.timing))
-        .merge(gzip::router())
+        .merge(gzip::router(&config.gzip)?)
         .fallback(not_found);
     // Innermost of the global layers: compression runs inside the concurrency limit, which bounds its CPU.
     if config.enabled(LayerName::Gzip) {

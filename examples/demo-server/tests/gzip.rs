@@ -142,3 +142,32 @@ async fn events_compressed_and_on_time() {
     let text = String::from_utf8(decoder.finish().unwrap()).unwrap();
     assert_eq!(text.matches("event: tick").count(), 10);
 }
+
+#[tokio::test]
+async fn health_and_metrics_are_not_refused_for_a_content_encoding() {
+    let (addr, _stop) = start().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+    let send = |path: &str, encoding: &str, body: &'static [u8]| {
+        let request = http::Request::get(format!("http://{addr}{path}"))
+            .header("content-encoding", encoding)
+            .body(http_body_util::Full::new(Bytes::from_static(body)))
+            .unwrap();
+        client.request(request)
+    };
+    // Without a body (what a probe that labels every request sends), and with one that is not valid gzip.
+    for (path, encoding, body) in [
+        ("/health", "br", &b""[..]),
+        ("/health", "gzip", b""),
+        ("/metrics", "br", b""),
+        ("/health", "gzip", b"not gzip"),
+        ("/metrics", "zstd", b"anything"),
+    ] {
+        let response = send(path, encoding, body).await.unwrap();
+        assert_eq!(response.status(), 200, "{path} {encoding} {body:?}");
+    }
+    // Elsewhere a body-less request passes too, while an undecodable body is still refused.
+    let response = send("/api/items", "br", b"").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = send("/api/items", "br", b"brotli?").await.unwrap();
+    assert_eq!(response.status(), 415);
+}
