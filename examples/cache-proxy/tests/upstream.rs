@@ -522,3 +522,70 @@ async fn a_slow_upload_is_not_cut_off_by_the_response_timeout() {
     .expect("the upload never got its answer");
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
 }
+
+#[test]
+fn the_upstream_timeouts_are_flags_with_defaults() {
+    use clap::Parser;
+    let args =
+        cache_proxy::Args::try_parse_from(["cache-proxy", "--upstream", "http://127.0.0.1:1"])
+            .unwrap();
+    assert_eq!(args.upstream_timeouts(), UpstreamTimeouts::default());
+    assert_eq!(
+        UpstreamTimeouts::default(),
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(30),
+            body_idle: Duration::from_secs(30),
+        }
+    );
+    let args = cache_proxy::Args::try_parse_from([
+        "cache-proxy",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--upstream-connect-timeout",
+        "500ms",
+        "--upstream-timeout",
+        "2s",
+        "--upstream-body-timeout",
+        "1m",
+    ])
+    .unwrap();
+    assert_eq!(
+        args.upstream_timeouts(),
+        UpstreamTimeouts {
+            connect: Duration::from_millis(500),
+            response: Duration::from_secs(2),
+            body_idle: Duration::from_secs(60),
+        }
+    );
+    for bad in ["0s", "soon", "5h"] {
+        let err = cache_proxy::Args::try_parse_from([
+            "cache-proxy",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--upstream-timeout",
+            bad,
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--upstream-timeout"),
+            "{bad}: {err}"
+        );
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache-proxy"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for text in [
+        "--upstream-connect-timeout",
+        "--upstream-timeout",
+        "--upstream-body-timeout",
+        "504 Gateway",
+        "[default: 5s]",
+        "[default: 30s]",
+    ] {
+        assert!(help.contains(text), "--help lacks {text}:\n{help}");
+    }
+}
