@@ -674,7 +674,11 @@ async fn custom_status_body_and_hooks() {
         .retry_after(Duration::from_secs(7))
         .on_refusal({
             let seen = Arc::clone(&seen);
-            move |rej| seen.lock().unwrap().push((rej.reason, rej.retry_after, rej.grpc))
+            move |rej| {
+                seen.lock()
+                    .unwrap()
+                    .push((rej.reason, rej.retry_after, rej.grpc))
+            }
         })
         .map_refusal(|rej, resp| {
             assert_eq!(rej.reason, RefusalReason::QueueFull);
