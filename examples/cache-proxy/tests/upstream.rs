@@ -396,6 +396,35 @@ async fn transfer_encoding_wins_over_content_length() {
 }
 
 #[tokio::test]
+async fn a_head_answer_keeps_the_length_of_the_get() {
+    let up = origin(|_| {
+        vec![Write(
+            b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\ncontent-length: 1234\r\n\r\n".to_vec(),
+        )]
+    })
+    .await;
+    let proxy = proxy(up.addr, short_timeouts()).await;
+    let (res, body) = tokio::time::timeout(BOUND, async {
+        let stream = TcpStream::connect(proxy).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::head("/file")
+            .header("host", "proxy.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (parts, body) = sender.send_request(req).await.unwrap().into_parts();
+        (parts, body.collect().await.unwrap().to_bytes())
+    })
+    .await
+    .unwrap();
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(all(&res.headers, "content-length"), "1234");
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
 async fn a_transfer_coding_the_proxy_cannot_decode_is_a_502() {
     let up = origin(|_| {
         vec![send(
