@@ -265,6 +265,29 @@ async fn the_active_gauge_lasts_until_the_body_ends() {
     assert_eq!(stats.snapshot().active, 0);
 }
 
+/// The handle from the service and the one from the layer read the same statistics, and so does a handle taken
+/// from a clone of the layer.
+#[tokio::test]
+async fn service_and_layer_handles_share_one_registry() {
+    let layer = TimingLayer::new();
+    let from_clone = layer.clone().handle();
+    let svc = tower::Layer::layer(
+        &layer,
+        service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) }),
+    );
+    let from_service = svc.handle();
+    let res = svc
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    drop(res);
+    for handle in [layer.handle(), from_clone, from_service] {
+        let snapshot = handle.snapshot();
+        let route = snapshot.get("unmatched", "GET").expect("one request seen");
+        assert_eq!((route.count, route.active), (1, 0));
+    }
+}
+
 fn grpc_request(path: &str) -> Request<()> {
     Request::post(path)
         .header("content-type", "application/grpc")
