@@ -40,8 +40,8 @@ const READS: &str = if cfg!(all(feature = "axum", feature = "tonic")) {
 /// What to fix, for this build.
 const CAUSES: &str = if cfg!(feature = "axum") {
     "under axum, the server was started without `into_make_service_with_connect_info::<SocketAddr>()`; under \
-     hyper, no `SocketAddr` extension is inserted per connection; under tonic, enable the `tonic` feature of \
-     tower-kit-ratelimit if it is off."
+     hyper, no `SocketAddr` extension is inserted per connection; under tonic, tonic's `TcpConnectInfo` is only \
+     read with the `tonic` feature of tower-kit-ratelimit."
 } else {
     "under axum, `ConnectInfo<SocketAddr>` is only read with the `axum` feature of tower-kit-ratelimit (enable it, \
      and serve with `into_make_service_with_connect_info::<SocketAddr>()`); under tonic, enable the `tonic` \
