@@ -618,3 +618,43 @@ fn the_upstream_timeouts_are_flags_with_defaults() {
         assert!(help.contains(text), "--help lacks {text}:\n{help}");
     }
 }
+
+/// Kills the proxy process it holds when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_applies_its_upstream_timeout_flag() {
+    let up = origin(|_| vec![Hang]).await;
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let _proxy = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cache-proxy"))
+            .args(["--listen", &listen.to_string()])
+            .args(["--upstream", &format!("http://{}", up.addr)])
+            .args(["--upstream-timeout", "300ms"])
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while TcpStream::connect(listen).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy never listened on {listen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (res, body) = get(listen, "/hung").await;
+    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    let body = String::from_utf8_lossy(&body.unwrap()).into_owned();
+    assert!(body.contains("within 300ms"), "{body}");
+}
