@@ -409,7 +409,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 pin_project! {
     /// The request body on its way to the upstream: each chunk handed over restarts the response timeout.
-    pub struct RequestBody {
+    pub(crate) struct RequestBody {
         #[pin]
         body: Incoming,
         progress: Arc<Notify>,
