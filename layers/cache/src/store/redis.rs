@@ -1,17 +1,17 @@
 use super::{Lease, LeaseRelease, Store, StoreError, StoreUsage, codec};
 use crate::entry::StoredValue;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue, aio::MultiplexedConnection};
+use redis::{Client, FromRedisValue};
 use std::{
     fmt,
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 use tower_kit_core::{
     ConfigError,
-    redis::{self as shared_redis, Deadline, TimedOut},
+    redis::{CallError, CircuitBreaker, Connection, Deadline, Failure, RedisClient},
 };
 
 const DEFAULT_PREFIX: &str = "tower-kit-cache:";
@@ -41,12 +41,18 @@ pub const REDIS_UNDECODABLE: &str = "tower_kit.cache.redis.undecodable";
 ///   is not written (the key's old value is removed).
 /// - **Prefix invalidation** walks the key space with `SCAN MATCH` (glob characters in the prefix escaped), never
 ///   `KEYS`; so does [`usage`](Store::usage), which is O(keys): use it for dashboards, not per request.
-/// - **Connection**: one multiplexed connection shared by every request, made on first use with a connect timeout;
-///   every round trip is bounded by [`timeout`](RedisStoreBuilder::timeout) (default 100 ms), connecting included.
-///   After [`failure_threshold`](RedisStoreBuilder::failure_threshold) consecutive failures the store stops trying
-///   for [`retry_interval`](RedisStoreBuilder::retry_interval) (requests fail at once, so the cache treats them as
-///   misses and goes to the origin); then requests reconnect, one more failure pauses Redis for another interval,
-///   and the first success resets the count: recovery needs no restart.
+/// - **Connection**: one multiplexed connection shared by every request, made on first use (in a task of its own)
+///   with a connect timeout ([`tower_kit_core::redis::RedisClient`], shared with the rate limiter's Redis store).
+/// - **One deadline per request**: all the Redis calls of one request (lookup, coalescing lease, write, `Vary`
+///   record, invalidation) together wait at most [`timeout`](RedisStoreBuilder::timeout) (default 100 ms),
+///   connecting included: the first call starts the clock, later calls get what is left, and a call with nothing
+///   left fails at once, so the cache serves from L1 or the origin. Only time spent waiting for Redis counts (not
+///   the origin's). Prefix invalidation and the tag index walk in steps: the first on the request's deadline,
+///   each later one with a full timeout once Redis has answered.
+/// - **Circuit breaker**: after [`failure_threshold`](RedisStoreBuilder::failure_threshold) consecutive failures
+///   requests fail at once (the cache treats them as misses and goes to the origin); one request per
+///   [`retry_interval`](RedisStoreBuilder::retry_interval) probes Redis, and the first success closes it again:
+///   recovery needs no restart.
 ///
 /// Clones share the connection. The store needs a tokio runtime.
 #[derive(Clone)]
@@ -55,28 +61,16 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: Client,
-    connection_config: AsyncConnectionConfig,
+    redis: RedisClient,
     prefix: String,
-    timeout: Duration,
     max_entry_bytes: usize,
-    failure_threshold: u32,
-    retry_interval: Duration,
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    failures: AtomicU32,
-    /// While the store is "down": when to try again.
-    retry_at: Mutex<Option<Instant>>,
-    /// Bumped on every new connection (tests and the tiered store's subscriber read it).
-    connections: AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.inner.client.get_connection_info();
         f.debug_struct("RedisStore")
-            .field("addr", &info.addr().to_string())
+            .field("redis", &self.inner.redis)
             .field("prefix", &self.inner.prefix)
-            .field("timeout", &self.inner.timeout)
             .field("max_entry_bytes", &self.inner.max_entry_bytes)
             .finish_non_exhaustive()
     }
@@ -135,115 +129,39 @@ impl RedisStore {
         &self.inner.prefix
     }
 
-    /// The per-round-trip timeout.
+    /// The timeout of one request's Redis calls together.
     pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+        self.inner.redis.timeout()
     }
 
-    /// Whether the store is skipping Redis after repeated failures.
-    pub fn is_down(&self) -> bool {
-        self.retry_at().is_some_and(|until| Instant::now() < until)
+    /// The circuit breaker ([`is_open`](CircuitBreaker::is_open): Redis failed repeatedly, and requests do not wait
+    /// for it).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        self.inner.redis.breaker()
     }
 
     /// The client (for a pub/sub connection on the same server).
     pub(crate) fn client(&self) -> &Client {
-        &self.inner.client
+        self.inner.redis.client()
     }
 
-    fn retry_at(&self) -> Option<Instant> {
-        *self
-            .inner
-            .retry_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs one command or pipeline, connecting first if needed, all within the timeout.
+    /// Runs one command or pipeline on the shared connection (connecting first if needed), within the current
+    /// request's deadline and through the circuit breaker.
     pub(crate) async fn query<T: FromRedisValue>(
         &self,
         operation: &'static str,
-        run: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        run: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        if let Some(until) = self.retry_at()
-            && Instant::now() < until
-        {
-            metrics::counter!(REDIS_ERRORS, "kind" => "unavailable").increment(1);
-            return Err(StoreError::new(
-                operation,
-                "Redis unavailable (retrying later)",
-            ));
-        }
-        let inner = &self.inner;
-        let attempt = async {
-            let mut conn = {
-                let mut slot = inner.connection.lock().await;
-                match &*slot {
-                    Some(conn) => conn.clone(),
-                    None => {
-                        let conn = inner
-                            .client
-                            .get_multiplexed_async_connection_with_config(&inner.connection_config)
-                            .await?;
-                        inner.connections.fetch_add(1, Ordering::Relaxed);
-                        *slot = Some(conn.clone());
-                        conn
-                    }
-                }
+        self.inner.redis.run(run).await.map_err(|e| {
+            let kind = match &e {
+                CallError::Call(e) if !e.breaks_connection() => "server",
+                CallError::TimedOut(_) => "timeout",
+                CallError::CircuitOpen => "unavailable",
+                _ => "connection",
             };
-            run(&mut conn).await
-        };
-        // On the request's deadline: this call gets what the request's earlier calls left.
-        let outcome = shared_redis::run(inner.timeout, attempt).await;
-        match outcome {
-            Ok(Ok(v)) => {
-                if inner.failures.swap(0, Ordering::Relaxed) > 0 {
-                    *inner
-                        .retry_at
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = None;
-                }
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                let broken = e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.is_connection_refusal();
-                if broken {
-                    metrics::counter!(REDIS_ERRORS, "kind" => "connection").increment(1);
-                    *inner.connection.lock().await = None;
-                    self.failed();
-                } else {
-                    metrics::counter!(REDIS_ERRORS, "kind" => "server").increment(1);
-                }
-                Err(StoreError::new(operation, e))
-            }
-            Err(timed_out) => {
-                metrics::counter!(REDIS_ERRORS, "kind" => "timeout").increment(1);
-                if let TimedOut::After(_) = timed_out {
-                    // A call that did not wait says nothing new about Redis.
-                    self.failed();
-                }
-                Err(StoreError::new(operation, timed_out))
-            }
-        }
-    }
-
-    fn failed(&self) {
-        let n = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.inner.failure_threshold {
-            *self
-                .inner
-                .retry_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) =
-                Some(Instant::now() + self.inner.retry_interval);
-            // The next attempt after the interval is a probe: one more failure closes the door again.
-            self.inner
-                .failures
-                .store(self.inner.failure_threshold - 1, Ordering::Relaxed);
-        }
+            metrics::counter!(REDIS_ERRORS, "kind" => kind).increment(1);
+            StoreError::new(operation, e)
+        })
     }
 
     /// One `SCAN` step (never `KEYS`): the next cursor (0 at the end) and a batch of keys matching `pattern`.
@@ -347,50 +265,23 @@ impl RedisStoreBuilder {
 
     /// Checks the settings and makes the store (no I/O: the first request connects).
     pub fn build(self) -> Result<RedisStore, ConfigError> {
-        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
-            return Err(ConfigError::new(
-                "url",
-                "must start with redis:// or rediss://",
-            ));
-        }
-        for (field, d) in [
-            ("timeout", self.timeout),
-            ("connect_timeout", self.connect_timeout),
-            ("retry_interval", self.retry_interval),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError::new(field, "must be more than zero"));
-            }
-        }
-        if self.failure_threshold == 0 {
-            return Err(ConfigError::new("failure_threshold", "must be at least 1"));
-        }
         if self.max_entry_bytes == 0 {
             return Err(ConfigError::new(
                 "max_entry_bytes",
                 "must be more than zero",
             ));
         }
-        // The URL may hold a password: the error names the problem, never the URL.
-        let client = Client::open(self.url.as_str()).map_err(|e| {
-            ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
-        })?;
-        let connection_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout));
+        let redis = RedisClient::builder(self.url)
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .failure_threshold(self.failure_threshold)
+            .retry_interval(self.retry_interval)
+            .build()?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client,
-                connection_config,
+                redis,
                 prefix: self.prefix,
-                timeout: self.timeout,
                 max_entry_bytes: self.max_entry_bytes,
-                failure_threshold: self.failure_threshold,
-                retry_interval: self.retry_interval,
-                connection: tokio::sync::Mutex::new(None),
-                failures: AtomicU32::new(0),
-                retry_at: Mutex::new(None),
-                connections: AtomicU64::new(0),
             }),
         })
     }

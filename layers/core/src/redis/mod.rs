@@ -1,7 +1,16 @@
 //! Redis plumbing shared by the Redis stores of the cache and the rate limiter (feature `redis`).
 //!
+//! - [`RedisClient`]: URL checks, one shared connection made on first use with a connect timeout (a
+//!   [`Connection`] over [`redis::aio::ConnectionLike`], so other kinds of connection can join it), and every call
+//!   run within the request's [`Deadline`] and through the [`CircuitBreaker`].
 //! - [`Deadline`]: one deadline per request across all of its Redis calls.
+//! - [`CircuitBreaker`]: after repeated failures requests stop waiting for Redis; one probe per interval finds it
+//!   again.
 
+mod breaker;
+mod client;
 mod deadline;
 
+pub use breaker::{Admission, CircuitBreaker, Transition};
+pub use client::{CallError, Connection, Failure, RedisClient, RedisClientBuilder, Tls};
 pub use deadline::{Deadline, TimedOut, run};

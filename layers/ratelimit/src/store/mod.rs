@@ -30,8 +30,6 @@
 //! A state whose `tat ≤ now` is a full quota and carries no information: backends may drop it at any time (the
 //! in-process store forgets it; the Redis store gives each state a TTL of `tat − now`).
 
-#[cfg(feature = "redis")]
-mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;

@@ -1,29 +1,14 @@
 //! The Redis store: one quota shared by every server, decided in one round trip by a Lua script.
 
-use super::{
-    CheckRequest, Decision, MAX_POLICIES, PolicyId, PolicyOutcome, RateLimitStore,
-    breaker::{Admission, Breaker, Transition},
-    gcra,
-};
+use super::{CheckRequest, Decision, MAX_POLICIES, PolicyId, PolicyOutcome, RateLimitStore, gcra};
 use crate::{Key, Quota};
-use futures_util::{
-    FutureExt,
-    future::{BoxFuture, Shared},
+use futures_util::FutureExt;
+use redis::{Cmd, ErrorKind, ServerErrorKind, aio::ConnectionLike};
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use tower_kit_core::{
+    ConfigError,
+    redis::{CallError, CircuitBreaker, Deadline, Failure, RedisClient, TimedOut, Tls, Transition},
 };
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, ErrorKind, ServerErrorKind, aio::MultiplexedConnection,
-};
-use std::{
-    fmt,
-    future::Future,
-    pin::Pin,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
-use tower_kit_core::ConfigError;
 
 /// The Lua script the store runs (`EVALSHA`), with its argument layout in its header comment. It mirrors
 /// [`gcra`](super::gcra) exactly, on (seconds, nanoseconds) pairs because Lua numbers are doubles.
@@ -73,34 +58,17 @@ pub struct RedisStore {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.inner.client.get_connection_info();
         f.debug_struct("RedisStore")
-            .field("addr", &info.addr().to_string())
+            .field("redis", &self.inner.redis)
             .field("prefix", &self.inner.prefix)
-            .field("timeout", &self.inner.timeout)
-            .field("circuit_open", &self.inner.breaker.is_open())
             .finish_non_exhaustive()
     }
 }
 
 struct Inner {
-    client: Client,
-    connection_config: AsyncConnectionConfig,
+    redis: RedisClient,
     sha: String,
     prefix: String,
-    timeout: Duration,
-    breaker: Breaker,
-    slot: Mutex<Slot>,
-    generation: AtomicU64,
-}
-
-type Connecting = Shared<BoxFuture<'static, Result<(MultiplexedConnection, u64), RedisStoreError>>>;
-
-enum Slot {
-    Empty,
-    /// A connection attempt runs in its own task (a slow connect outlives the requests that wait for it).
-    Connecting(Connecting),
-    Ready(MultiplexedConnection, u64),
 }
 
 /// Configures a [`RedisStore`].
@@ -172,6 +140,35 @@ impl Clone for RedisStoreError {
     }
 }
 
+impl Failure for RedisStoreError {
+    fn breaks_connection(&self) -> bool {
+        match self {
+            Self::Redis(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
+            Self::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Every failure counts: a decision Redis could not make is a failure of the shared quota.
+    fn counts_for_breaker(&self) -> bool {
+        true
+    }
+}
+
+impl From<CallError<RedisStoreError>> for RedisStoreError {
+    fn from(e: CallError<RedisStoreError>) -> Self {
+        match e {
+            CallError::Call(e) => e,
+            CallError::Connect(e) => Self::Redis(e),
+            CallError::CircuitOpen => Self::CircuitOpen,
+            CallError::NoRuntime => Self::NoRuntime,
+            CallError::TimedOut(TimedOut::After(t)) => Self::Timeout(t),
+            CallError::TimedOut(_) => Self::Timeout(Duration::ZERO),
+            _ => Self::Reply("unknown redis failure"),
+        }
+    }
+}
+
 impl RedisStoreError {
     /// The `kind` label of [`REDIS_ERRORS`].
     fn kind(&self) -> &'static str {
@@ -183,15 +180,6 @@ impl RedisStoreError {
             Self::Timeout(_) => "timeout",
             Self::CircuitOpen => "circuit_open",
             Self::Reply(_) | Self::NoRuntime => "reply",
-        }
-    }
-
-    /// Whether the connection should be dropped and made again.
-    fn breaks_connection(&self) -> bool {
-        match self {
-            Self::Redis(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
-            Self::Timeout(_) => true,
-            _ => false,
         }
     }
 }
@@ -225,9 +213,10 @@ impl RedisStore {
         &self.inner.sha
     }
 
-    /// Whether the circuit breaker is open (Redis failed repeatedly; requests do not wait for it).
-    pub fn circuit_open(&self) -> bool {
-        self.inner.breaker.is_open()
+    /// The circuit breaker ([`is_open`](CircuitBreaker::is_open): Redis failed repeatedly; requests do not wait
+    /// for it).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        self.inner.redis.breaker()
     }
 
     /// Decides with `now` (nanoseconds since the Unix epoch) instead of the Redis server's clock. For tests that
@@ -296,58 +285,41 @@ impl RedisStoreBuilder {
                 ),
             ));
         }
-        for (field, value) in [
-            ("timeout", self.timeout),
-            ("connect_timeout", self.connect_timeout),
-            ("retry_interval", self.retry_interval),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::new(
-                    field,
-                    "must be greater than zero (got 0ns)",
-                ));
-            }
-        }
-        if self.failure_threshold == 0 {
-            return Err(ConfigError::new(
-                "failure_threshold",
-                "must be at least 1 (got 0)",
-            ));
-        }
-        let scheme = self.url.split_once("://").map(|(s, _)| s);
-        match scheme {
-            Some("redis") => {}
-            Some("rediss") if cfg!(feature = "redis-tls") => {}
-            Some("rediss") => {
-                return Err(ConfigError::new(
-                    "url",
-                    "rediss:// (TLS) needs the `redis-tls` cargo feature of tower-kit-ratelimit",
-                ));
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "url",
-                    "must start with redis:// (or rediss:// with the `redis-tls` feature)",
-                ));
-            }
-        }
-        // The URL may hold a password: the error names the problem, never the URL.
-        let client = Client::open(self.url.as_str()).map_err(|e| {
-            ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
-        })?;
-        let connection_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout));
+        let tls = if cfg!(feature = "redis-tls") {
+            Tls::Enabled
+        } else {
+            Tls::Disabled(
+                "rediss:// (TLS) needs the `redis-tls` cargo feature of tower-kit-ratelimit",
+            )
+        };
+        let redis = RedisClient::builder(self.url)
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .failure_threshold(self.failure_threshold)
+            .retry_interval(self.retry_interval)
+            .tls(tls)
+            // Loaded once per connection; `NOSCRIPT` later (restart, SCRIPT FLUSH) loads it again.
+            .on_connect(|mut connection| async move { load_script(&mut connection).await }.boxed())
+            .on_transition(|transition| match transition {
+                Transition::Opened => {
+                    metrics::gauge!(REDIS_CIRCUIT_OPEN).set(1.0);
+                    tracing::warn!(
+                        "rate limit: redis keeps failing; circuit breaker open (requests no longer wait for it; \
+                         probing for recovery)"
+                    );
+                }
+                Transition::Closed => {
+                    metrics::gauge!(REDIS_CIRCUIT_OPEN).set(0.0);
+                    tracing::info!("rate limit: redis answers again; circuit breaker closed");
+                }
+                _ => {}
+            })
+            .build()?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client,
-                connection_config,
+                redis,
                 sha: redis::Script::new(GCRA_SCRIPT).get_hash().to_owned(),
                 prefix: self.prefix,
-                timeout: self.timeout,
-                breaker: Breaker::new(self.failure_threshold, self.retry_interval),
-                slot: Mutex::new(Slot::Empty),
-                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -447,134 +419,42 @@ impl Call {
     }
 }
 
-fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Inner {
+    /// One decision is one request to Redis: connecting, loading the script and running it share one deadline.
     async fn decide(self: Arc<Self>, call: Call) -> Result<Decision, RedisStoreError> {
-        if self.breaker.admit(Instant::now()) == Admission::Reject {
-            metrics::counter!(REDIS_ERRORS, "kind" => "circuit_open").increment(1);
-            return Err(RedisStoreError::CircuitOpen);
-        }
-        let mut generation = None;
-        let result =
-            match tokio::time::timeout(self.timeout, self.round_trip(&call, &mut generation)).await
-            {
-                Ok(result) => result,
-                Err(_) => Err(RedisStoreError::Timeout(self.timeout)),
-            };
-        match &result {
-            Ok(_) => {
-                if self.breaker.success() == Transition::Closed {
-                    metrics::gauge!(REDIS_CIRCUIT_OPEN).set(0.0);
-                    tracing::info!("rate limit: redis answers again; circuit breaker closed");
-                }
-            }
-            Err(error) => {
-                metrics::counter!(REDIS_ERRORS, "kind" => error.kind()).increment(1);
-                if let (true, Some(generation)) = (error.breaks_connection(), generation) {
-                    self.drop_connection(generation);
-                }
-                if self.breaker.failure(Instant::now()) == Transition::Opened {
-                    metrics::gauge!(REDIS_CIRCUIT_OPEN).set(1.0);
-                    tracing::warn!(
-                        error = error as &dyn std::error::Error,
-                        "rate limit: redis keeps failing; circuit breaker open (requests no longer wait for it; \
-                         probing for recovery)"
-                    );
-                }
-            }
+        let result = Deadline::new()
+            .scope(
+                self.redis
+                    .run(async |connection| round_trip(connection, &call).await),
+            )
+            .await
+            .map_err(RedisStoreError::from);
+        if let Err(error) = &result {
+            metrics::counter!(REDIS_ERRORS, "kind" => error.kind()).increment(1);
         }
         result
     }
-
-    async fn round_trip(
-        self: &Arc<Self>,
-        call: &Call,
-        generation: &mut Option<u64>,
-    ) -> Result<Decision, RedisStoreError> {
-        let (mut connection, g) = self.connection().await?;
-        *generation = Some(g);
-        let reply: Vec<i64> = match call.command.query_async(&mut connection).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                // Redis restarted, failed over or ran SCRIPT FLUSH since this connection loaded the script.
-                metrics::counter!(REDIS_SCRIPT_RELOADS).increment(1);
-                load_script(&mut connection).await?;
-                call.command.query_async(&mut connection).await?
-            }
-            other => other?,
-        };
-        call.decision(&reply)
-    }
-
-    /// The shared connection, connecting (in a task of its own) when there is none.
-    async fn connection(self: &Arc<Self>) -> Result<(MultiplexedConnection, u64), RedisStoreError> {
-        let connecting = {
-            let mut slot = lock(&self.slot);
-            match &*slot {
-                Slot::Ready(connection, generation) => {
-                    return Ok((connection.clone(), *generation));
-                }
-                Slot::Connecting(connecting) => connecting.clone(),
-                Slot::Empty => {
-                    let connecting = self.connect()?;
-                    *slot = Slot::Connecting(connecting.clone());
-                    connecting
-                }
-            }
-        };
-        connecting.await
-    }
-
-    fn connect(self: &Arc<Self>) -> Result<Connecting, RedisStoreError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| RedisStoreError::NoRuntime)?;
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let client = self.client.clone();
-        let config = self.connection_config.clone();
-        let weak: Weak<Inner> = Arc::downgrade(self);
-        let task = runtime.spawn(async move {
-            let result = async {
-                let mut connection = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                // Loaded once per connection; `NOSCRIPT` later (restart, SCRIPT FLUSH) loads it again.
-                load_script(&mut connection).await?;
-                Ok::<_, RedisStoreError>(connection)
-            }
-            .await;
-            if let Some(inner) = weak.upgrade() {
-                let mut slot = lock(&inner.slot);
-                if matches!(&*slot, Slot::Connecting(_)) {
-                    *slot = match &result {
-                        Ok(connection) => Slot::Ready(connection.clone(), generation),
-                        Err(_) => Slot::Empty,
-                    };
-                }
-            }
-            result.map(|connection| (connection, generation))
-        });
-        Ok(async move {
-            match task.await {
-                Ok(result) => result,
-                Err(_) => Err(RedisStoreError::Reply("the connection task panicked")),
-            }
-        }
-        .boxed()
-        .shared())
-    }
-
-    /// Forgets a connection that failed, so the next request connects again (unless another already did).
-    fn drop_connection(&self, generation: u64) {
-        let mut slot = lock(&self.slot);
-        if matches!(&*slot, Slot::Ready(_, g) if *g == generation) {
-            *slot = Slot::Empty;
-        }
-    }
 }
 
-async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), RedisStoreError> {
+async fn round_trip(
+    connection: &mut (impl ConnectionLike + Send),
+    call: &Call,
+) -> Result<Decision, RedisStoreError> {
+    let reply: Vec<i64> = match call.command.query_async(connection).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            // Redis restarted, failed over or ran SCRIPT FLUSH since this connection loaded the script.
+            metrics::counter!(REDIS_SCRIPT_RELOADS).increment(1);
+            load_script(connection).await?;
+            call.command.query_async(connection).await?
+        }
+        other => other?,
+    };
+    call.decision(&reply)
+}
+
+async fn load_script(
+    connection: &mut (impl ConnectionLike + Send),
+) -> Result<(), redis::RedisError> {
     let _sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(GCRA_SCRIPT)

@@ -1,6 +1,4 @@
-//! A circuit breaker for a networked store: after `threshold` consecutive failures it *opens* and requests fail at
-//! once (the layer's failure policy decides them) instead of each waiting for a dead backend; every
-//! `retry_interval` one request is let through as a *probe*; the first success closes it again.
+//! The circuit breaker of a Redis store.
 
 use std::{
     sync::{
@@ -10,9 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// What the breaker lets a request do.
+/// What the breaker lets a request do ([`CircuitBreaker::admit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Admission {
+pub enum Admission {
     /// Closed: go ahead.
     Pass,
     /// Open, and it is time to try again: this request is the probe.
@@ -21,16 +19,23 @@ pub(crate) enum Admission {
     Reject,
 }
 
-/// What a state change means for the logs and gauges.
+/// What a success or a failure changed ([`CircuitBreaker::success`], [`CircuitBreaker::failure`]): for logs and
+/// gauges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Transition {
+pub enum Transition {
+    /// Nothing changed.
     None,
+    /// The breaker just opened.
     Opened,
+    /// The breaker just closed.
     Closed,
 }
 
+/// After `threshold` consecutive failures the breaker *opens*: requests fail at once (the store's failure policy
+/// decides them) instead of each waiting for a dead server; every `retry_interval` one request is let through as a
+/// *probe*; the first success closes it again, with no restart.
 #[derive(Debug)]
-pub(crate) struct Breaker {
+pub struct CircuitBreaker {
     threshold: u32,
     retry_interval: Duration,
     /// Fast path: nothing to lock while the backend is healthy.
@@ -47,8 +52,10 @@ struct State {
     next_probe: Option<Instant>,
 }
 
-impl Breaker {
-    pub(crate) fn new(threshold: u32, retry_interval: Duration) -> Self {
+impl CircuitBreaker {
+    /// A closed breaker that opens after `threshold` consecutive failures (at least 1) and then lets one probe
+    /// through every `retry_interval`.
+    pub fn new(threshold: u32, retry_interval: Duration) -> Self {
         Self {
             threshold: threshold.max(1),
             retry_interval,
@@ -65,11 +72,13 @@ impl Breaker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn is_open(&self) -> bool {
+    /// Whether the breaker is open: the server failed repeatedly, and requests do not wait for it.
+    pub fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
 
-    pub(crate) fn admit(&self, now: Instant) -> Admission {
+    /// Whether a request may go to the server at `now`.
+    pub fn admit(&self, now: Instant) -> Admission {
         if !self.open.load(Ordering::Acquire) {
             return Admission::Pass;
         }
@@ -85,7 +94,8 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn success(&self) -> Transition {
+    /// Records an answer.
+    pub fn success(&self) -> Transition {
         if !self.dirty.load(Ordering::Acquire) {
             return Transition::None;
         }
@@ -99,7 +109,8 @@ impl Breaker {
         Transition::None
     }
 
-    pub(crate) fn failure(&self, now: Instant) -> Transition {
+    /// Records a failure at `now`.
+    pub fn failure(&self, now: Instant) -> Transition {
         let mut state = self.lock();
         self.dirty.store(true, Ordering::Release);
         state.failures = state.failures.saturating_add(1);
@@ -123,7 +134,7 @@ mod tests {
 
     #[test]
     fn opens_after_the_threshold_probes_then_closes() {
-        let b = Breaker::new(3, Duration::from_secs(1));
+        let b = CircuitBreaker::new(3, Duration::from_secs(1));
         let t0 = Instant::now();
         assert_eq!(b.admit(t0), Admission::Pass);
         assert_eq!(b.failure(t0), Transition::None);
@@ -150,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_lost_probe_does_not_keep_it_open_forever() {
-        let b = Breaker::new(1, Duration::from_secs(1));
+        let b = CircuitBreaker::new(1, Duration::from_secs(1));
         let t0 = Instant::now();
         assert_eq!(b.failure(t0), Transition::Opened);
         let t1 = t0 + Duration::from_secs(1);

@@ -1,0 +1,536 @@
+//! Connection set-up, the shared connection, the deadline and the circuit breaker around every Redis call.
+
+use super::{
+    Admission, CircuitBreaker, Transition,
+    deadline::{self, TimedOut},
+};
+use crate::ConfigError;
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+};
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// A connection to Redis, shared by every request of a store (clones are cheap handles on one connection).
+///
+/// Today a single server (or a Sentinel-chosen primary) through one multiplexed connection; other kinds (Redis
+/// Cluster) will be further variants, so stores are written against [`ConnectionLike`], not against one kind.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Connection {
+    /// One server, one multiplexed connection: concurrent commands are pipelined on it.
+    Single(MultiplexedConnection),
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Single(_) => f.write_str("Connection::Single"),
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+        }
+    }
+}
+
+/// Whether `rediss://` URLs are accepted ([`RedisClientBuilder::tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// `rediss://` URLs connect over TLS.
+    Enabled,
+    /// `rediss://` URLs are refused with this reason (which cargo feature would enable them).
+    Disabled(&'static str),
+}
+
+/// How a store classifies the errors of its calls, for the connection and the breaker.
+pub trait Failure {
+    /// Whether the connection is unusable after this error (it is dropped; the next request connects again).
+    fn breaks_connection(&self) -> bool;
+
+    /// Whether the error counts as a failure of Redis for the circuit breaker.
+    fn counts_for_breaker(&self) -> bool;
+}
+
+impl Failure for RedisError {
+    fn breaks_connection(&self) -> bool {
+        self.is_io_error()
+            || self.is_timeout()
+            || self.is_connection_dropped()
+            || self.is_unrecoverable_error()
+            || self.is_connection_refusal()
+    }
+
+    /// Only errors of the connection count: a server's error reply (`WRONGTYPE`) says Redis is there.
+    fn counts_for_breaker(&self) -> bool {
+        self.breaks_connection()
+    }
+}
+
+/// Why a call through [`RedisClient::run`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CallError<E> {
+    /// The call itself failed.
+    Call(E),
+    /// Connecting failed.
+    Connect(RedisError),
+    /// No answer within the request's deadline (or none left: see [`TimedOut`]).
+    TimedOut(TimedOut),
+    /// The circuit breaker is open: Redis failed repeatedly, and this request did not wait for it.
+    CircuitOpen,
+    /// No tokio runtime to connect on.
+    NoRuntime,
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Call(e) => e.fmt(f),
+            Self::Connect(_) => f.write_str("could not connect to redis"),
+            Self::TimedOut(t) => t.fmt(f),
+            Self::CircuitOpen => {
+                f.write_str("redis circuit breaker open: not waiting for a failing redis")
+            }
+            Self::NoRuntime => f.write_str("the redis store needs a tokio runtime"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Call(e) => Some(e),
+            Self::Connect(e) => Some(e),
+            Self::TimedOut(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+type OnConnect =
+    Arc<dyn Fn(Connection) -> BoxFuture<'static, Result<(), RedisError>> + Send + Sync>;
+type OnTransition = Arc<dyn Fn(Transition) + Send + Sync>;
+type Connecting = Shared<BoxFuture<'static, Result<(Connection, u64), ConnectFailed>>>;
+
+#[derive(Clone)]
+enum ConnectFailed {
+    Redis(RedisError),
+    Panicked,
+}
+
+enum Slot {
+    Empty,
+    /// A connection attempt runs in its own task (a slow connect outlives the requests that wait for it).
+    Connecting(Connecting),
+    Ready(Connection, u64),
+}
+
+/// Builds a [`RedisClient`]: see [`RedisClient::builder`].
+#[must_use]
+pub struct RedisClientBuilder {
+    url: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    failure_threshold: u32,
+    retry_interval: Duration,
+    tls: Tls,
+    on_connect: Option<OnConnect>,
+    on_transition: Option<OnTransition>,
+}
+
+impl fmt::Debug for RedisClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisClientBuilder")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("retry_interval", &self.retry_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis plumbing of one store: the URL, one shared connection made on first use (in a task of its own, with
+/// a connect timeout), one [`Deadline`](super::Deadline) per request around every call, and one
+/// [`CircuitBreaker`]. Clones share all of it.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+    breaker: CircuitBreaker,
+    on_connect: Option<OnConnect>,
+    on_transition: Option<OnTransition>,
+    slot: Mutex<Slot>,
+    generation: AtomicU64,
+}
+
+impl fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.inner.client.get_connection_info();
+        f.debug_struct("RedisClient")
+            .field("addr", &info.addr().to_string())
+            .field("timeout", &self.inner.timeout)
+            .field("circuit_open", &self.inner.breaker.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisClientBuilder {
+    /// The longest one request waits for Redis, across all of its calls, connecting included.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest one connection attempt may take. It runs in its own task, so it may outlast the requests that
+    /// wait for it (which give up at their deadline).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Consecutive failures that open the circuit breaker (at least 1).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// While the breaker is open, how often one request probes Redis.
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// Whether `rediss://` URLs are accepted (default: [`Tls::Enabled`]).
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Runs on every new connection before any request uses it (loading a script, say); a failure fails the
+    /// connection attempt.
+    pub fn on_connect(
+        mut self,
+        f: impl Fn(Connection) -> BoxFuture<'static, Result<(), RedisError>> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when the circuit breaker opens or closes (for a log line and a gauge).
+    pub fn on_transition(mut self, f: impl Fn(Transition) + Send + Sync + 'static) -> Self {
+        self.on_transition = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks the settings (the error names the field, and never repeats the URL, which may hold a password) and
+    /// makes the client. No I/O: the first request connects.
+    pub fn build(self) -> Result<RedisClient, ConfigError> {
+        for (field, value) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("retry_interval", self.retry_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(
+                    field,
+                    "must be greater than zero (got 0ns)",
+                ));
+            }
+        }
+        if self.failure_threshold == 0 {
+            return Err(ConfigError::new(
+                "failure_threshold",
+                "must be at least 1 (got 0)",
+            ));
+        }
+        match (self.url.split_once("://").map(|(s, _)| s), self.tls) {
+            (Some("redis"), _) | (Some("rediss"), Tls::Enabled) => {}
+            (Some("rediss"), Tls::Disabled(why)) => return Err(ConfigError::new("url", why)),
+            _ => {
+                return Err(ConfigError::new(
+                    "url",
+                    match self.tls {
+                        Tls::Enabled => "must start with redis:// or rediss://",
+                        Tls::Disabled(_) => "must start with redis://",
+                    },
+                ));
+            }
+        }
+        let client = Client::open(self.url.as_str()).map_err(|e| {
+            ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
+        })?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.timeout));
+        Ok(RedisClient {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                timeout: self.timeout,
+                breaker: CircuitBreaker::new(self.failure_threshold, self.retry_interval),
+                on_connect: self.on_connect,
+                on_transition: self.on_transition,
+                slot: Mutex::new(Slot::Empty),
+                generation: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RedisClient {
+    /// A builder on `url` (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS), with the defaults
+    /// of the stores: 100 ms timeout, 1 s connect timeout, breaker after 3 failures, probing every second.
+    pub fn builder(url: impl Into<String>) -> RedisClientBuilder {
+        RedisClientBuilder {
+            url: url.into(),
+            timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            failure_threshold: 3,
+            retry_interval: Duration::from_secs(1),
+            tls: Tls::Enabled,
+            on_connect: None,
+            on_transition: None,
+        }
+    }
+
+    /// The timeout of one request's Redis calls together.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The circuit breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// The underlying `redis::Client` (for a pub/sub connection to the same server).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Runs one call on the shared connection (connecting first if needed), within the current request's
+    /// [`Deadline`](super::Deadline) and through the breaker: a rejected request fails at once with
+    /// [`CallError::CircuitOpen`]; a timeout, a connection failure or an error that
+    /// [counts](Failure::counts_for_breaker) is a failure for the breaker, an answer a success.
+    pub async fn run<T, E: Failure>(
+        &self,
+        call: impl AsyncFnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, CallError<E>> {
+        let inner = &self.inner;
+        if inner.breaker.admit(Instant::now()) == Admission::Reject {
+            return Err(CallError::CircuitOpen);
+        }
+        let mut generation = None;
+        let attempt = async {
+            let (mut connection, g) = self.connection().await?;
+            generation = Some(g);
+            call(&mut connection).await.map_err(CallError::Call)
+        };
+        let result = match deadline::run(inner.timeout, attempt).await {
+            Ok(result) => result,
+            Err(timed_out) => Err(CallError::TimedOut(timed_out)),
+        };
+        let (breaks, counts) = match &result {
+            Ok(_) => (false, false),
+            Err(CallError::Call(e)) => (e.breaks_connection(), e.counts_for_breaker()),
+            Err(CallError::Connect(_)) => (false, true),
+            // A call that did not wait says nothing new about Redis.
+            Err(CallError::TimedOut(TimedOut::Spent)) => (false, false),
+            // A connection that did not answer in time may never answer again (a half-open socket): make another.
+            Err(CallError::TimedOut(_)) => (true, true),
+            Err(CallError::CircuitOpen | CallError::NoRuntime) => (false, false),
+        };
+        if let (true, Some(g)) = (breaks, generation) {
+            self.drop_connection(g);
+        }
+        let transition = match &result {
+            Ok(_) => inner.breaker.success(),
+            Err(_) if counts => inner.breaker.failure(Instant::now()),
+            Err(_) => Transition::None,
+        };
+        if let (Transition::Opened | Transition::Closed, Some(f)) =
+            (transition, &inner.on_transition)
+        {
+            f(transition);
+        }
+        result
+    }
+
+    /// The shared connection, connecting (in a task of its own) when there is none.
+    async fn connection<E>(&self) -> Result<(Connection, u64), CallError<E>> {
+        let connecting = {
+            let mut slot = lock(&self.inner.slot);
+            match &*slot {
+                Slot::Ready(connection, generation) => {
+                    return Ok((connection.clone(), *generation));
+                }
+                Slot::Connecting(connecting) => connecting.clone(),
+                Slot::Empty => {
+                    let connecting = self.connect().ok_or(CallError::NoRuntime)?;
+                    *slot = Slot::Connecting(connecting.clone());
+                    connecting
+                }
+            }
+        };
+        connecting.await.map_err(|e| match e {
+            ConnectFailed::Redis(e) => CallError::Connect(e),
+            ConnectFailed::Panicked => CallError::NoRuntime,
+        })
+    }
+
+    fn connect(&self) -> Option<Connecting> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let client = self.inner.client.clone();
+        let config = self.inner.config.clone();
+        let on_connect = self.inner.on_connect.clone();
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let task = runtime.spawn(async move {
+            let result = async {
+                let connection = Connection::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                );
+                if let Some(on_connect) = on_connect {
+                    on_connect(connection.clone()).await?;
+                }
+                Ok::<_, RedisError>(connection)
+            }
+            .await;
+            if let Some(inner) = weak.upgrade() {
+                let mut slot = lock(&inner.slot);
+                if matches!(&*slot, Slot::Connecting(_)) {
+                    *slot = match &result {
+                        Ok(connection) => Slot::Ready(connection.clone(), generation),
+                        Err(_) => Slot::Empty,
+                    };
+                }
+            }
+            result
+                .map(|connection| (connection, generation))
+                .map_err(ConnectFailed::Redis)
+        });
+        Some(
+            async move {
+                match task.await {
+                    Ok(result) => result,
+                    Err(_) => Err(ConnectFailed::Panicked),
+                }
+            }
+            .boxed()
+            .shared(),
+        )
+    }
+
+    /// Forgets a connection that failed, so the next request connects again (unless another already did).
+    fn drop_connection(&self, generation: u64) {
+        let mut slot = lock(&self.inner.slot);
+        if matches!(&*slot, Slot::Ready(_, g) if *g == generation) {
+            *slot = Slot::Empty;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let field = |b: RedisClientBuilder| b.build().unwrap_err().field();
+        assert_eq!(field(RedisClient::builder("http://x")), "url");
+        assert_eq!(field(RedisClient::builder("redis://h:notaport")), "url");
+        assert_eq!(
+            field(RedisClient::builder("redis://h").timeout(Duration::ZERO)),
+            "timeout"
+        );
+        assert_eq!(
+            field(RedisClient::builder("redis://h").connect_timeout(Duration::ZERO)),
+            "connect_timeout"
+        );
+        assert_eq!(
+            field(RedisClient::builder("redis://h").failure_threshold(0)),
+            "failure_threshold"
+        );
+        let e = RedisClient::builder("rediss://h")
+            .tls(Tls::Disabled("needs the tls feature"))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.reason(), "needs the tls feature");
+        // A password never appears in an error or in Debug.
+        let e = RedisClient::builder("redis://user:hunter2@h:notaport")
+            .build()
+            .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+        let ok = RedisClient::builder("redis://user:secret@127.0.0.1:1/2")
+            .build()
+            .unwrap();
+        assert!(!format!("{ok:?}").contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_opens_the_breaker_then_fails_at_once() {
+        // Port 1 on localhost: connections are refused at once.
+        let client = RedisClient::builder("redis://127.0.0.1:1/")
+            .timeout(Duration::from_secs(5))
+            .failure_threshold(2)
+            .retry_interval(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let ping = async |c: &mut Connection| redis::cmd("PING").query_async::<String>(c).await;
+        for _ in 0..2 {
+            assert!(matches!(
+                client.run(ping).await,
+                Err(CallError::Connect(_) | CallError::TimedOut(_))
+            ));
+        }
+        assert!(client.breaker().is_open());
+        assert!(matches!(
+            client.run(ping).await,
+            Err(CallError::CircuitOpen)
+        ));
+    }
+}
