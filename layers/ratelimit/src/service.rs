@@ -315,10 +315,15 @@ impl<St: RateLimitStore> Config<St> {
         plan: &Plan,
         result: Result<Decision, St::Error>,
     ) -> Resolution<B> {
-        let decision = match result {
-            Ok(d) => d,
+        let local_plan;
+        let (decision, plan) = match result {
+            Ok(d) => (d, plan),
             Err(error) => match self.store_failed(head, plan, &error) {
-                Ok(local) => local,
+                // The in-process fallback decided with scaled quotas: its `RateLimit` values are read with them.
+                Ok((local, scaled)) => {
+                    local_plan = scaled;
+                    (local, &local_plan)
+                }
                 Err(resolution) => return resolution,
             },
         };
@@ -422,13 +427,13 @@ impl<St: RateLimitStore> Config<St> {
     }
 
     /// Counts and logs (at most once a second) a store failure, then applies the failure policy: a decision of
-    /// the in-process fallback (`Ok`), or the final answer (`Err`).
+    /// the in-process fallback with the plan it used (scaled quotas) (`Ok`), or the final answer (`Err`).
     fn store_failed<B: From<Bytes>>(
         &self,
         head: &Head<'_>,
         plan: &Plan,
         error: &St::Error,
-    ) -> Result<Decision, Resolution<B>> {
+    ) -> Result<(Decision, Plan), Resolution<B>> {
         metrics::with_counter(metrics::STORE_ERRORS);
         if let Some(suppressed) = self.failure_log.allow() {
             tracing::warn!(
@@ -448,10 +453,17 @@ impl<St: RateLimitStore> Config<St> {
                 for c in &mut checks[..plan.len] {
                     c.quota = c.quota.scaled(percent);
                 }
-                Ok(fallback.decide(&CheckRequest {
+                let decision = fallback.decide(&CheckRequest {
                     checks: &checks[..plan.len],
                     cost: plan.cost,
-                }))
+                });
+                let scaled = Plan {
+                    checks,
+                    policy_index: plan.policy_index,
+                    len: plan.len,
+                    cost: plan.cost,
+                };
+                Ok((decision, scaled))
             }
             StoreFailure::FailClosed { retry_after } => {
                 let mut r = if grpc::is_grpc(head.headers) {

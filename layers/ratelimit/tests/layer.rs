@@ -654,6 +654,8 @@ async fn fail_open_capped_enforces_a_share_of_the_quota_locally() {
         Some(r#""p";q=10;w=60"#),
         "the configured quota is stated"
     );
+    // `RateLimit` describes the local state with the local quota: the next unit in 20 s, as `Retry-After` says.
+    assert_eq!(header(&r, "ratelimit").as_deref(), Some(r#""p";r=0;t=20"#));
     // Another client has its own local share.
     assert_eq!(
         send(&mut svc, request(peer("192.0.2.2:1"))).await.status(),
