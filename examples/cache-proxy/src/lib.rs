@@ -36,9 +36,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, Uri, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
 use std::{future::poll_fn, net::SocketAddr, str::FromStr, time::Duration};
 use tokio::net::TcpListener;
+use tower_kit::serve::ServeConfig;
 use tower_kit_cache::{Cache, CacheBody, CacheLayer, CacheLayerBuilder, MokaStore};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -86,6 +91,46 @@ pub struct Args {
     /// Largest response body stored, in bytes; larger bodies stream through uncached.
     #[arg(long, env = "CACHE_PROXY_MAX_ENTRY_SIZE", default_value_t = 8 * 1024 * 1024)]
     pub max_entry_size: usize,
+
+    /// Deadline for a new connection's first byte and complete request head, and for each later request head from
+    /// its first byte; connections that miss it are closed (silent sockets, slowloris). E.g. `10s`, `500ms`.
+    #[arg(long, env = "CACHE_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection with no request in flight stays open, e.g. `60s`.
+    #[arg(long, env = "CACHE_PROXY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// The most client connections served at once. At the cap a new connection closes the longest-idle one; when
+    /// all are busy, accepting pauses until one frees. Default: half of what the open-file limit leaves
+    /// (`ulimit -n` less an eighth, halved), since each busy client connection can hold an upstream connection.
+    #[arg(long, env = "CACHE_PROXY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Listen backlog: connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
+    #[arg(long, env = "CACHE_PROXY_LISTEN_BACKLOG", default_value_t = tower_kit::serve::DEFAULT_LISTEN_BACKLOG)]
+    pub listen_backlog: u32,
+
+    /// How often HTTP/2 client connections are pinged to find peers that went away, e.g. `20s`; `0` turns pings
+    /// off.
+    #[arg(long, env = "CACHE_PROXY_HTTP2_KEEP_ALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keep_alive_interval: Duration,
+
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed, e.g. `20s`.
+    #[arg(long, env = "CACHE_PROXY_HTTP2_KEEP_ALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keep_alive_timeout: Duration,
+
+    /// The most concurrent requests (streams) one HTTP/2 client connection may have open.
+    #[arg(
+        long,
+        env = "CACHE_PROXY_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = tower_kit::serve::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS
+    )]
+    pub http2_max_concurrent_streams: u32,
+
+    /// How long requests in flight may finish after Ctrl-C or SIGTERM, e.g. `10s`.
+    #[arg(long, env = "CACHE_PROXY_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 /// The upstream: an `http://` authority and an optional base path.
@@ -223,31 +268,70 @@ impl Proxy {
     }
 }
 
-/// Accepts connections on `listener` and serves each on its own task, until the task running this is dropped.
+/// Serves `proxy` on `listener` with the default [`ServeConfig`] (HTTP/1.1 and HTTP/2, header and idle deadlines,
+/// a connection cap), until the task running this is dropped.
 pub async fn serve(listener: TcpListener, proxy: Proxy) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+    serve_with(
+        listener,
+        proxy,
+        &ServeConfig::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Serves `proxy` on `listener` with `config` until `shutdown` completes, then lets requests in flight finish for
+/// at most the drain timeout. See [`tower_kit::serve::serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    proxy: Proxy,
+    config: &ServeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    tower_kit::serve::serve(listener, ProxyService(proxy), config, shutdown).await
+}
+
+impl Args {
+    /// The serving configuration the connection flags describe.
+    pub fn serve_config(&self) -> Result<ServeConfig, tower_kit_core::ConfigError> {
+        let max_connections = self.max_connections.unwrap_or_else(|| {
+            (tower_kit::serve::default_max_connections_for(tower_kit::serve::open_files_limit())
+                / 2)
+            .max(1)
         });
+        ServeConfig::builder()
+            .header_read_timeout(self.header_read_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_connections(max_connections)
+            .listen_backlog(self.listen_backlog)
+            .http2_keep_alive_interval(
+                (!self.http2_keep_alive_interval.is_zero())
+                    .then_some(self.http2_keep_alive_interval),
+            )
+            .http2_keep_alive_timeout(self.http2_keep_alive_timeout)
+            .http2_max_concurrent_streams(self.http2_max_concurrent_streams)
+            .drain_timeout(self.drain_timeout)
+            .build()
+    }
+}
+
+/// [`Proxy`] as a tower service, for [`tower_kit::serve`].
+#[derive(Clone, Debug)]
+struct ProxyService(Proxy);
+
+impl Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let proxy = self.0.clone();
+        Box::pin(async move { Ok(proxy.handle(req).await) })
     }
 }
 // ANCHOR_END: proxy

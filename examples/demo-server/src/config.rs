@@ -65,6 +65,10 @@ pub struct Config {
     /// Gzip flags.
     #[command(flatten)]
     pub gzip: crate::gzip::Args,
+
+    /// Connection flags: header and idle timeouts, connection cap, listen backlog, HTTP/2 settings.
+    #[command(flatten)]
+    pub server: crate::server::Args,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Config {
             ratelimit: crate::ratelimit::Args::default(),
             concurrency: crate::concurrency::Args::default(),
             gzip: crate::gzip::Args::default(),
+            server: crate::server::Args::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod gzip;
 pub mod items;
 pub mod observability;
 pub mod ratelimit;
+pub mod server;
 pub mod timing;
 
 use axum::{
@@ -21,8 +22,8 @@ use axum::{
 };
 pub use config::{Config, LayerName};
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::{future::Future, net::SocketAddr, sync::Arc};
-use tokio::{net::TcpListener, sync::Notify};
+use std::{future::Future, sync::Arc};
+use tokio::net::TcpListener;
 
 /// Builds the whole application: routes and layers.
 ///
@@ -90,12 +91,19 @@ async fn not_found(uri: Uri) -> Response {
 
 /// Serves the app on `listener` until `shutdown` completes, then lets in-flight requests finish for at most
 /// `config.drain_timeout`.
+///
+/// Connections are served by [`tower_kit::serve`] with the `--header-read-timeout`, `--idle-timeout`,
+/// `--max-connections` and HTTP/2 flags; bind the listener with [`server::bind`] for `--listen-backlog`.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let serve_config = config
+        .server
+        .serve_config(config.drain_timeout)
+        .map_err(std::io::Error::other)?;
     let app = app(&config, metrics).map_err(std::io::Error::other)?;
     let addr = listener.local_addr()?;
     let mode = if config.ratelimit.redis_url.is_some() {
@@ -112,27 +120,16 @@ pub async fn serve(
         %addr,
         mode,
         layers_off = %if off.is_empty() { "none".to_owned() } else { off.join(",") },
+        max_connections = serve_config.max_connections(),
+        header_read_timeout = ?serve_config.header_read_timeout(),
+        idle_timeout = ?serve_config.idle_timeout(),
         "demo-server listening on http://{addr}"
     );
-    let stopping = Arc::new(Notify::new());
-    let notify = Arc::clone(&stopping);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    tower_kit::serve::serve(listener, app, &serve_config, async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
-        notify.notify_one();
-    });
-    let drain = config.drain_timeout;
-    tokio::select! {
-        result = server => result,
-        () = async { stopping.notified().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(?drain, "drain deadline passed; closing the remaining connections");
-            Ok(())
-        }
-    }
+    })
+    .await
 }
 
 /// Completes on Ctrl-C or SIGTERM.
