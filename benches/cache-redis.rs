@@ -3,8 +3,7 @@
 //! cache-redis` (needs `redis-server` on the `PATH`).
 #![allow(missing_docs)]
 
-#[path = "../tests/support/redis_server.rs"]
-mod redis_server;
+use tower_kit_test_support as redis_server;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};

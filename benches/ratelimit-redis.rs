@@ -8,8 +8,7 @@
 //! - Afterwards the bench prints `redis-benchmark`'s figure for the same script and the ratio (goal: >= 0.8).
 #![allow(missing_docs)]
 
-#[path = "../tests/support/redis_server.rs"]
-mod redis_server;
+use tower_kit_test_support as redis_server;
 
 use criterion::{Criterion, Throughput};
 use std::{

@@ -1,7 +1,7 @@
 //! A private `redis-server` per test, on a free port, killed when dropped.
 //!
-//! Shared by every test that needs Redis (include it with `#[path = ".../tests/support/redis_server.rs"] mod
-//! redis_server;`). Tests never share a server, so one test can kill, restart or pause its own without disturbing
+//! Shared by every test that needs Redis, through the `tower-kit-test-support` dev-dependency. Tests never share
+//! a server, so one test can kill, restart or pause its own without disturbing
 //! the others running in parallel. A missing `redis-server` binary fails the test with a message saying what to
 //! install: Redis tests never skip silently.
 #![allow(dead_code, unreachable_pub)]
@@ -15,6 +15,7 @@ use std::{
 };
 
 /// A running `redis-server` owned by one test.
+#[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
@@ -24,21 +25,29 @@ pub struct RedisServer {
     tls_port: Option<u16>,
 }
 
+/// What to install when there is no `redis-server` to run.
+pub const MISSING: &str = "this test needs `redis-server` on PATH (or REDIS_SERVER_BIN): install the Debian \
+     package `redis-server` (apt-get install redis-server). Redis tests never skip.";
+
 fn binary() -> PathBuf {
-    if let Ok(path) = std::env::var("REDIS_SERVER_BIN") {
-        return PathBuf::from(path);
+    find_binary(
+        std::env::var_os("REDIS_SERVER_BIN"),
+        std::env::var_os("PATH"),
+    )
+    .unwrap_or_else(|| panic!("{MISSING}"))
+}
+
+/// `redis-server` from `REDIS_SERVER_BIN` (which must name a file) or else the first on `PATH`.
+fn find_binary(
+    explicit: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    if let Some(bin) = explicit {
+        return Some(PathBuf::from(bin)).filter(|p| p.is_file());
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("redis-server"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "this test needs `redis-server` on PATH (or REDIS_SERVER_BIN): install the Debian package \
-             `redis-server` (apt-get install redis-server). Redis tests never skip."
-        )
-    })
+    std::env::split_paths(&path?)
+        .map(|p| p.join("redis-server"))
+        .find(|p| p.is_file())
 }
 
 fn free_port() -> u16 {
@@ -121,7 +130,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server");
+            .unwrap_or_else(|e| panic!("could not run redis-server ({e}). {MISSING}"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -250,5 +259,27 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_is_reported_with_the_package_to_install() {
+        let nowhere = std::env::temp_dir().join("tower-kit-no-such-dir");
+        assert_eq!(
+            find_binary(None, Some(nowhere.clone().into_os_string())),
+            None
+        );
+        assert_eq!(
+            find_binary(Some(nowhere.join("redis-server").into_os_string()), None),
+            None
+        );
+        assert!(
+            MISSING.contains("apt-get install redis-server"),
+            "{MISSING}"
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! Two demo servers started with the same `--redis-url` share one rate-limit quota (a private `redis-server` on a
 //! free port; a missing binary fails with a message saying what to install).
 
-#[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
+use tower_kit_test_support as redis_server;
 
 use http_body_util::Empty;
 use hyper::body::Bytes;

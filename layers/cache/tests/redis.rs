@@ -2,11 +2,8 @@
 #![cfg(all(feature = "redis", feature = "conformance"))]
 
 mod common;
-#[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
 
 use common::*;
-use redis_server::RedisServer;
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -16,6 +13,7 @@ use tower_kit_cache::{
     CacheLayer, ManualClock, MokaStore, RedisStore, Store, StoredValue, TieredStore,
     store::conformance,
 };
+use tower_kit_test_support::RedisServer;
 
 static PREFIXES: AtomicUsize = AtomicUsize::new(0);
 

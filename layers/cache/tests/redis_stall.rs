@@ -4,14 +4,12 @@
 #![cfg(feature = "redis")]
 
 mod common;
-#[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
 
 use common::*;
-use redis_server::RedisServer;
 use std::time::{Duration, Instant};
 use tower::Layer;
 use tower_kit_cache::{CacheLayer, MokaStore, RedisStore, TieredStore};
+use tower_kit_test_support::RedisServer;
 
 const FRESH: &[(&str, &str)] = &[("cache-control", "public, max-age=60")];
 

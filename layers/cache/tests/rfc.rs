@@ -1337,8 +1337,7 @@ async fn settle(work: &Work, at_rest: usize) {
 }
 
 #[cfg(feature = "redis")]
-#[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
+use tower_kit_test_support as redis_server;
 
 /// The table on the Redis store (one `redis-server` for the test, a fresh key prefix per case).
 #[cfg(feature = "redis")]

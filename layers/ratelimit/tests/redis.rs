@@ -6,13 +6,10 @@
 //! loaded machine must not be decided by the failure policy), and expiries are waited for, not slept on.
 
 mod common;
-#[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
 
 use common::{Harness, fresh_peer, header, nz, request, run_suite, send, service};
 use http::StatusCode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use redis_server::RedisServer;
 use std::{
     net::SocketAddr,
     sync::{
@@ -26,6 +23,7 @@ use tower_kit_ratelimit::{
     StoreFailure,
     store::{Check, CheckRequest, Decision, PolicyId, PolicyOutcome, gcra},
 };
+use tower_kit_test_support::RedisServer;
 
 /// Generous scheduling slack for a busy 2-core machine, on top of a store's timeout in the latency bounds.
 const SLACK: Duration = Duration::from_secs(1);

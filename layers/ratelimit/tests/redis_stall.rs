@@ -4,14 +4,12 @@
 #![cfg(feature = "redis")]
 
 mod common;
-#[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
 
 use common::{fresh_peer, nz, request, send, service};
 use http::StatusCode;
-use redis_server::RedisServer;
 use std::time::{Duration, Instant};
 use tower_kit_ratelimit::{Policy, Quota, RateLimitLayer, RedisStore, StoreFailure};
+use tower_kit_test_support::RedisServer;
 
 /// Long enough that scheduling noise on a loaded 2-core machine is small next to it.
 const TIMEOUT: Duration = Duration::from_millis(300);

@@ -1,0 +1,15 @@
+//! Test support shared by tower-kit's test suites and benchmarks (unpublished; a dev-dependency only).
+//!
+//! [`RedisServer`]: a private `redis-server` per test, on a free port, killed when dropped, so one test can kill,
+//! restart or pause its own server without disturbing the others. A missing `redis-server` binary fails the test
+//! with a message naming the Debian package to install (`redis-server`): Redis tests never skip silently.
+//!
+//! ```no_run
+//! let server = tower_kit_test_support::RedisServer::start();
+//! let url = server.url(); // redis://127.0.0.1:<port>/
+//! # let _ = url;
+//! ```
+
+mod redis_server;
+
+pub use redis_server::RedisServer;
