@@ -230,15 +230,16 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The longest one Redis round trip may take, connecting included (default 100 ms). After it the operation
-    /// fails and the cache carries on without Redis (a miss, or "not stored").
+    /// The longest one request waits for Redis, across all of its Redis calls and connecting included (default
+    /// 100 ms). A call that finds it spent fails at once, and the cache carries on without Redis (a miss, or "not
+    /// stored").
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The longest one connection attempt may take (default 1 s; requests still give up after
-    /// [`timeout`](Self::timeout)).
+    /// The longest one connection attempt may take (default 1 s). It runs in a task of its own, so requests still
+    /// give up after [`timeout`](Self::timeout).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -256,8 +257,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long the store skips Redis after `failure_threshold` failures before one request tries again (default
-    /// 1 s).
+    /// While the circuit breaker is open, how often one request probes Redis (default 1 s).
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
         self
