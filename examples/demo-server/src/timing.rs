@@ -85,7 +85,10 @@ async fn reset(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // Auth schemes are case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are `Bearer`.
+        .and_then(|v| v.trim().split_once([' ', '\t']))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start());
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
             admin.stats.reset();
