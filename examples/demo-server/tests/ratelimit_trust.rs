@@ -148,3 +148,37 @@ async fn missing_named_header_keys_by_the_proxy() {
     assert_eq!(n, QUOTA);
     let _ = stop.send(());
 }
+
+/// The other place the demo reads `Authorization`: the admin reset route accepts the `Bearer` scheme in any case
+/// (RFC 9110 §11.1) and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_scheme_is_case_insensitive() {
+    let mut config = demo_server::Config::for_tests();
+    config.timing.admin_token = Some("s3cret".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(demo_server::serve(listener, config, metrics, async move {
+        let _ = stopped.await;
+    }));
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for (value, expected) in [
+        ("Bearer s3cret", 200),
+        ("bearer s3cret", 200),
+        ("BEARER  s3cret", 200),
+        ("Basic s3cret", 401),
+        ("Bearer", 401),
+        ("bearer S3CRET", 401),
+    ] {
+        let req = hyper::Request::post(format!("http://{addr}/api/performance/reset"))
+            .header("authorization", value)
+            .body(Empty::new())
+            .unwrap();
+        let status = client.request(req).await.unwrap().status().as_u16();
+        assert_eq!(status, expected, "{value:?}");
+    }
+    let _ = stop.send(());
+}
