@@ -55,6 +55,7 @@ mod policy_body;
 pub mod redis;
 mod refusal;
 mod server_timing;
+pub mod ws;
 
 pub use body::{BodyEnd, BodyObserver, ObservedBody};
 pub use client_addr::{canonical_ip, client_addr};

@@ -56,6 +56,9 @@
 //! # Cargo features
 //!
 //! - `axum` (default): read the route from axum's `MatchedPath`.
+//! - `ws`: [`ws`], WebSocket connection and message metrics, keep-alive pings and an idle timeout (with `axum`,
+//!   for axum's `WebSocket`).
+//! - `tungstenite`: [`ws`] for tokio-tungstenite's `WebSocketStream` too.
 //!
 //! # Compared with axum-prometheus and tower-http's `TraceLayer`
 //!
@@ -75,6 +78,8 @@ pub mod names;
 mod registry;
 mod service;
 mod stats;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use body::TimingBody;
 pub use future::ResponseFuture;
