@@ -197,15 +197,16 @@ fn silent_sockets_beyond_the_cap_are_closed_while_health_answers() {
         .unwrap();
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(async {
-            let header = Duration::from_millis(800);
+            let header = Duration::from_millis(1500);
             let server = Server::start(
                 config().header_read_timeout(header).max_connections(20),
                 app(Gate::default()),
             );
             let mut silent = Vec::new();
             for _ in 0..30 {
+                let opened = Instant::now();
                 let s = TcpStream::connect(server.addr).await.unwrap();
-                silent.push((Instant::now(), s));
+                silent.push((opened, s));
             }
             let asked = Instant::now();
             let (status, body) =
@@ -247,8 +248,8 @@ fn silent_sockets_beyond_the_cap_are_closed_while_health_answers() {
 async fn a_trickled_request_head_is_closed_at_the_header_deadline() {
     let header = Duration::from_millis(700);
     let server = Server::start(config().header_read_timeout(header), app(Gate::default()));
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
     let opened = Instant::now();
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
     // One header byte every 100 ms: never a complete head.
     let (mut read, mut write) = s.into_split();
@@ -313,7 +314,7 @@ async fn idle_keep_alive_connections_close_after_the_idle_timeout_but_busy_ones_
         .await
         .expect("the idle keep-alive connection is closed");
     assert!(
-        closed >= idle - Duration::from_millis(50) && closed < Duration::from_secs(5),
+        closed >= idle / 2 && closed < Duration::from_secs(5),
         "{closed:?}"
     );
 
@@ -359,8 +360,8 @@ async fn a_silent_http2_connection_is_closed_at_the_header_deadline() {
             .http2_keep_alive_interval(None),
         app(Gate::default()),
     );
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
     let opened = Instant::now();
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
     s.write_all(PREFACE).await.unwrap();
     s.write_all(&EMPTY_SETTINGS).await.unwrap();
     let closed = closed_after(&mut s, opened, Duration::from_secs(8))
@@ -390,6 +391,26 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed() {
         .await
         .expect("a peer that never acknowledges a ping is closed");
     assert!(closed < Duration::from_secs(10), "{closed:?}");
+    server.shut_down().await;
+
+    // The same silent peer with pings off stays open: the pings are what closed it.
+    let server = Server::start(
+        config()
+            .header_read_timeout(Duration::from_secs(30))
+            .idle_timeout(Duration::from_secs(30))
+            .http2_keep_alive_interval(None),
+        app(Gate::default()),
+    );
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(PREFACE).await.unwrap();
+    s.write_all(&EMPTY_SETTINGS).await.unwrap();
+    s.write_all(&headers_frame("/hang")).await.unwrap();
+    let sent = Instant::now();
+    assert_eq!(
+        closed_after(&mut s, sent, Duration::from_secs(2)).await,
+        None,
+        "without pings nothing closes a connection with a request in flight"
+    );
     server.shut_down().await;
 }
 
