@@ -41,6 +41,8 @@
 //!
 //! - `axum` (off by default): [`client_addr`] also reads axum's `ConnectInfo<SocketAddr>`.
 //! - `tonic` (off by default): [`client_addr`] also reads tonic's `TcpConnectInfo`.
+//! - `redis` (off by default): the `redis` module, the Redis plumbing of the cache's and the rate limiter's Redis
+//!   stores: connection set-up, one deadline per request across its Redis calls, one circuit breaker.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod body;
