@@ -109,22 +109,10 @@ async fn closed_after(s: &mut TcpStream, since: Instant, within: Duration) -> Op
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_beyond_the_cap_do_not_take_the_demo_offline() {
     let header = Duration::from_millis(1500);
-    let config = demo_server::Config::load_from([
-        "demo-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--header-read-timeout",
-        "1500ms",
-        "--max-connections",
-        "20",
-        "--listen-backlog",
-        "256",
-    ])
-    .unwrap();
-    let config = demo_server::Config {
-        batch: demo_server::Config::for_tests().batch,
-        ..config
-    };
+    let mut config = demo_server::Config::for_tests();
+    config.server.header_read_timeout = header;
+    config.server.max_connections = Some(20);
+    config.server.listen_backlog = 256;
     let demo = start(config);
     let mut silent = Vec::new();
     for _ in 0..40 {
