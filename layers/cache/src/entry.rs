@@ -1,7 +1,7 @@
 //! What a store holds: a response with the timestamps the cache needs to decide freshness and `Age` itself.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
@@ -88,23 +88,157 @@ impl Entry {
         self.response_time + self.freshness_lifetime.saturating_sub(self.initial_age)
     }
 
-    /// An estimate of the memory the entry takes, in bytes: the store's weigher and `max_bytes` use it.
+    /// The heap memory the entry takes, in bytes: the store's weigher and `max_bytes` use it.
+    ///
+    /// It counts every allocation the entry owns (the `Arc` that holds it, the body, the header map's tables and
+    /// values, trailers, `Vary` values and tags), each rounded up as a typical `malloc` rounds a block (16-byte
+    /// granularity, 8 bytes of header, 32 bytes at least). The count is exact for a [`compacted`](Self::compacted)
+    /// entry, which is what the in-process store keeps; for any other entry it is a lower bound, since a `Bytes`
+    /// may be a slice of a larger allocation that it keeps alive.
     pub fn weight(&self) -> usize {
-        fn map(h: &HeaderMap) -> usize {
-            h.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
-        }
-        const FIXED: usize = 160;
-        FIXED
-            + self.body.len()
-            + map(&self.headers)
-            + self.trailers.as_ref().map_or(0, map)
+        block(ARC_HEADER + std::mem::size_of::<Entry>())
+            + bytes_weight(self.body.len())
+            + map_weight(&self.headers)
+            + self.trailers.as_ref().map_or(0, map_weight)
+            + block(self.vary.capacity() * std::mem::size_of::<(HeaderName, Option<String>)>())
             + self
                 .vary
                 .iter()
-                .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, String::len) + 32)
+                .map(|(n, v)| name_weight(n) + v.as_ref().map_or(0, |v| block(v.capacity())))
                 .sum::<usize>()
-            + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+            + block(self.tags.capacity() * std::mem::size_of::<String>())
+            + self.tags.iter().map(|t| block(t.capacity())).sum::<usize>()
     }
+
+    /// A copy that owns exactly the memory [`weight`](Self::weight) counts: the body, every header name and value,
+    /// trailers, `Vary` values and tags are copied into allocations of their own size.
+    ///
+    /// A `Bytes` handed to the cache may be a slice of a much larger allocation that it keeps alive: a connection's
+    /// read buffer (a body or header value parsed by hyper), a compressor's output buffer allocated at its bound. An
+    /// entry holding such slices keeps far more memory than its weight says, and a store bounded by weight is then
+    /// no memory bound at all. [`MokaStore`](crate::MokaStore) stores this copy of every entry it is given, so
+    /// `max_bytes` bounds what it holds whatever the inner services handed the cache. The copy is made once per
+    /// stored response (never on a hit).
+    #[must_use]
+    pub fn compacted(&self) -> Entry {
+        Entry {
+            status: self.status,
+            headers: compact_map(&self.headers),
+            body: Bytes::copy_from_slice(&self.body),
+            trailers: self.trailers.as_ref().map(compact_map),
+            request_time: self.request_time,
+            response_time: self.response_time,
+            initial_age: self.initial_age,
+            freshness_lifetime: self.freshness_lifetime,
+            vary: self
+                .vary
+                .iter()
+                .map(|(n, v)| (compact_name(n), v.as_deref().map(str::to_owned)))
+                .collect(),
+            tags: self.tags.iter().map(|t| t.as_str().to_owned()).collect(),
+            public: self.public,
+            shared_with_authorization: self.shared_with_authorization,
+            no_cache: self.no_cache,
+            must_revalidate: self.must_revalidate,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+        }
+    }
+}
+
+/// The two reference counts in front of an `Arc`'s value.
+const ARC_HEADER: usize = 16;
+/// `bytes`' shared header (buffer, capacity, reference count), allocated the first time a `Bytes` made from a
+/// vector is cloned: every hit clones the body and the header values, so a stored entry soon has one each.
+const BYTES_SHARED: usize = 24;
+/// One slot of a `HeaderMap`'s entry table (`Bucket<HeaderValue>`: hash, name, value, links).
+const HEADER_BUCKET: usize = 104;
+/// One slot of a `HeaderMap`'s table of extra values for repeated names (`ExtraValue<HeaderValue>`).
+const HEADER_EXTRA: usize = 72;
+/// One slot of a `HeaderMap`'s index table (`Pos`).
+const HEADER_POS: usize = 4;
+
+/// What `malloc` takes for a block of `n` bytes: 8 bytes of header, 16-byte granularity, 32 bytes at least.
+pub(crate) const fn block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        let chunk = (n + 8).next_multiple_of(16);
+        if chunk < 32 { 32 } else { chunk }
+    }
+}
+
+/// A `Bytes` of `len` bytes that owns its allocation, once shared.
+fn bytes_weight(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        block(len) + block(BYTES_SHARED)
+    }
+}
+
+/// A header name: standard names are static (nothing on the heap), custom names own their bytes.
+fn name_weight(name: &HeaderName) -> usize {
+    // Parsing a standard name's text again yields the very same static string; a custom name's, a new copy.
+    let text = name.as_str();
+    let standard = HeaderName::from_bytes(text.as_bytes())
+        .is_ok_and(|again| std::ptr::eq(again.as_str().as_ptr(), text.as_ptr()));
+    if standard {
+        0
+    } else {
+        bytes_weight(text.len())
+    }
+}
+
+/// A `HeaderMap`: its index and entry tables (sized by its capacity), its extra values, and every name and value.
+fn map_weight(map: &HeaderMap) -> usize {
+    let capacity = map.capacity();
+    if capacity == 0 {
+        return 0;
+    }
+    // The index table has a power-of-two length of which three quarters are usable.
+    let mut indices = 1usize;
+    while indices - indices / 4 < capacity {
+        indices *= 2;
+    }
+    let extras = map.len() - map.keys_len();
+    let extra_table = if extras == 0 {
+        0
+    } else {
+        block(extras.next_power_of_two().max(4) * HEADER_EXTRA)
+    };
+    block(indices * HEADER_POS)
+        + block(capacity * HEADER_BUCKET)
+        + extra_table
+        + map.keys().map(name_weight).sum::<usize>()
+        + map.values().map(|v| bytes_weight(v.len())).sum::<usize>()
+}
+
+fn compact_name(name: &HeaderName) -> HeaderName {
+    // Standard names come back static; custom names are copied at their size.
+    HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone())
+}
+
+fn compact_value(value: &HeaderValue) -> HeaderValue {
+    match HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(mut copy) => {
+            copy.set_sensitive(value.is_sensitive());
+            copy
+        }
+        Err(_) => value.clone(),
+    }
+}
+
+/// A copy of `map` with tables sized for its headers and every name and value in an allocation of its own size.
+fn compact_map(map: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(map.keys_len());
+    for name in map.keys() {
+        let name_copy = compact_name(name);
+        for value in map.get_all(name) {
+            copy.append(name_copy.clone(), compact_value(value));
+        }
+    }
+    copy
 }
 
 /// The header names a response varies on, stored under the primary key when the response has a `Vary`.
@@ -140,18 +274,30 @@ impl StoredValue {
         }
     }
 
-    /// The weight in bytes, as [`Entry::weight`] for responses and a small constant otherwise.
+    /// The heap memory the value takes, in bytes: [`Entry::weight`] for responses, the record and its names for
+    /// variant records, nothing for hit-for-pass markers (they live inline in the store's slot).
     pub fn weight(&self) -> usize {
         match self {
             StoredValue::Response(e) => e.weight(),
             StoredValue::Variants(v) => {
-                64 + v
-                    .headers
-                    .iter()
-                    .map(|h| h.as_str().len() + 8)
-                    .sum::<usize>()
+                block(ARC_HEADER + std::mem::size_of::<Variants>())
+                    + block(v.headers.capacity() * std::mem::size_of::<HeaderName>())
+                    + v.headers.iter().map(name_weight).sum::<usize>()
             }
-            StoredValue::Pass { .. } => 48,
+            StoredValue::Pass { .. } => 0,
+        }
+    }
+
+    /// A copy that owns exactly the memory [`weight`](Self::weight) counts (see [`Entry::compacted`]).
+    #[must_use]
+    pub fn compacted(&self) -> StoredValue {
+        match self {
+            StoredValue::Response(e) => StoredValue::Response(Arc::new(e.compacted())),
+            StoredValue::Variants(v) => StoredValue::Variants(Arc::new(Variants {
+                headers: v.headers.iter().map(compact_name).collect(),
+                until: v.until,
+            })),
+            StoredValue::Pass { until } => StoredValue::Pass { until: *until },
         }
     }
 }
@@ -197,6 +343,6 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert!(!e.has_validator());
-        assert!(e.weight() > 160);
+        assert!(e.weight() > std::mem::size_of::<Entry>());
     }
 }

@@ -50,16 +50,38 @@ impl Expiry<String, Slot> for PerEntryTtl {
     }
 }
 
+/// What moka keeps per entry besides the key and value, in bytes, measured with a counting allocator (moka 0.12,
+/// a weighed cache with per-entry expiry): the map's bucket and its share of the bucket array, the `Arc`s around
+/// the key and the value entry, the entry's bookkeeping (timestamps, policy weight, deque and timer-wheel nodes),
+/// and its share of the frequency sketch; plus the `Slot` around the value. The `memory` test checks it.
+const MOKA_ENTRY_OVERHEAD: usize = 400;
+
+/// One tag of an entry in the tag index: the key's copy in the tag's set and its share of the set's table.
+const TAG_INDEX_SLOT: usize = 64;
+
+/// The memory one entry takes in the store: moka's bookkeeping, the key, the value and the tag index.
+fn slot_weight(key: &str, value: &StoredValue) -> usize {
+    let tags = value.tags().len();
+    MOKA_ENTRY_OVERHEAD
+        + crate::entry::block(key.len())
+        + value.weight()
+        + tags * (TAG_INDEX_SLOT + crate::entry::block(key.len()))
+}
+
 impl MokaStore {
-    /// A store holding at most `max_bytes` bytes of entries (by [`StoredValue::weight`]); least recently and
-    /// frequently used entries are evicted first.
+    /// A store holding at most `max_bytes` bytes of entries; least recently and frequently used entries are
+    /// evicted first.
+    ///
+    /// An entry weighs the memory it takes: its key, its value ([`StoredValue::weight`], counted on the compact
+    /// copy the store keeps, see [`Entry::compacted`](crate::Entry::compacted)), moka's own bookkeeping per entry
+    /// and the tag index. So `max_bytes` bounds the heap the store holds, for large bodies and tiny ones alike.
     pub fn new(max_bytes: u64) -> Self {
         let tags: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
         let index = Arc::clone(&tags);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &String, slot: &Slot| {
-                u32::try_from(key.len() + slot.value.weight()).unwrap_or(u32::MAX)
+                u32::try_from(slot_weight(key, &slot.value)).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
             .eviction_listener(move |key: Arc<String>, slot: Slot, cause: RemovalCause| {
@@ -128,6 +150,8 @@ impl Store for MokaStore {
                 index.entry(tag.clone()).or_default().insert(key.to_owned());
             }
         }
+        // The store keeps a compact copy: whatever allocations the given value's `Bytes` pin are let go.
+        let value = value.compacted();
         self.cache.insert(key.to_owned(), Slot { value, ttl });
         ready(Ok(()))
     }
