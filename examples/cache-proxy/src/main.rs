@@ -3,6 +3,11 @@
 use cache_proxy::{Args, Proxy, cache_builder, serve_with};
 use clap::Parser;
 
+/// jemalloc with background purging: memory freed after a burst (thousands of event streams) goes back to the
+/// OS within seconds; the book's gzip chapter ("Memory") has the figures.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
