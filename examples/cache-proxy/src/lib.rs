@@ -8,7 +8,8 @@
 //!
 //! Each connection is served on its own task and the upstream client keeps a pool of connections, so a slow
 //! upstream answer never holds up other requests. The upstream is plain `http://` (no TLS), spoken in HTTP/1.1;
-//! clients speak HTTP/1.1 to the proxy.
+//! clients speak HTTP/1.1 or cleartext HTTP/2 to the proxy, which serves them through [`tower_kit::serve`] (header
+//! and idle deadlines, a connection cap, a listen backlog: see `--help`).
 //!
 //! # The upstream, bounded
 //!
