@@ -142,3 +142,65 @@ async fn a_tiered_miss_and_an_invalidating_post_during_a_stall_cost_one_timeout_
     assert!(miss_took < bound, "a tiered miss took {miss_took:?}");
     assert!(post_took < bound, "an invalidating POST took {post_took:?}");
 }
+
+/// A server waiting for another server's lease polls Redis; when Redis stalls mid-wait, the poll that finds it
+/// stuck ends the wait (one timeout), this server calls the origin, and its own writes do not wait again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_while_waiting_for_another_servers_lease_costs_one_timeout() {
+    use tower_kit_cache::{Lease, Store};
+    let server = RedisServer::start();
+    let url = server.url();
+    let origin = Origin::fixed(Answer::ok(FRESH, "fetched"));
+    // Learn the cache key of the URL from a store on another prefix.
+    let learn = stalling_store(&url, "learn:");
+    connected(&learn).await;
+    let svc = CacheLayer::builder()
+        .store(learn.clone())
+        .build()
+        .unwrap()
+        .layer(origin.service());
+    send(&svc, get("/leased")).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("learn:v:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if let Some(k) = keys.first() {
+            break k.strip_prefix("learn:v:").unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Another server holds the lease (and never releases it).
+    let holder = stalling_store(&url, "lease:");
+    match holder.lease(&key, Duration::from_secs(30)).await.unwrap() {
+        Lease::Acquired(release) => std::mem::forget(release),
+        other => panic!("lease not acquired: {other:?}"),
+    }
+    let store = stalling_store(&url, "lease:");
+    connected(&store).await;
+    let svc = CacheLayer::builder()
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(origin.service());
+    let started = Instant::now();
+    let waiter = tokio::spawn(async move { send(&svc, get("/leased")).await });
+    // The waiter polls for a while, then Redis stalls.
+    let waited = Duration::from_millis(200);
+    tokio::time::sleep(waited).await;
+    server.pause(Duration::from_secs(20));
+    let (res, body) = waiter.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(res.status, 200);
+    assert_eq!(body, "fetched");
+    assert_eq!(origin.calls(), 2, "the waiter called the origin itself");
+    assert!(
+        took < waited + TIMEOUT * 8 / 5,
+        "the waiter took {took:?}: {waited:?} of polling, then a {TIMEOUT:?} timeout (per call: two more)"
+    );
+}
