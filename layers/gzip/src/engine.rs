@@ -144,22 +144,23 @@ impl StreamEncoder {
         } else {
             DeflateFlush::NoFlush
         };
-        self.run(data, mode)
+        self.run(data, mode).map(Bytes::from)
     }
 
     /// A sync flush: everything fed so far becomes decodable.
     pub(crate) fn flush(&mut self) -> std::io::Result<Bytes> {
-        self.run(&[], DeflateFlush::SyncFlush)
+        self.run(&[], DeflateFlush::SyncFlush).map(Bytes::from)
     }
 
     /// Ends the gzip member (final block and trailer). Later calls return nothing.
     pub(crate) fn finish(&mut self) -> std::io::Result<Bytes> {
-        self.run(&[], DeflateFlush::Finish)
+        self.run(&[], DeflateFlush::Finish).map(Bytes::from)
     }
 
-    fn run(&mut self, input: &[u8], mode: DeflateFlush) -> std::io::Result<Bytes> {
+    /// One step; the output in a buffer of about its length.
+    fn run(&mut self, input: &[u8], mode: DeflateFlush) -> std::io::Result<Vec<u8>> {
         if self.finished {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         STREAM_SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => self.run_with(input, mode, &mut scratch),
@@ -172,7 +173,7 @@ impl StreamEncoder {
         mut input: &[u8],
         mode: DeflateFlush,
         scratch: &mut Vec<u8>,
-    ) -> std::io::Result<Bytes> {
+    ) -> std::io::Result<Vec<u8>> {
         if scratch.len() < SCRATCH {
             scratch.resize(SCRATCH, 0);
         }
@@ -205,7 +206,7 @@ impl StreamEncoder {
             }
         }
         let n = out.len();
-        Ok(Bytes::from(exact(out, n)))
+        Ok(exact(out, n))
     }
 }
 
@@ -300,13 +301,32 @@ mod tests {
         let mut enc = StreamEncoder::new(6);
         let mut all = Vec::new();
         for (i, chunk) in input.chunks(100_000).enumerate() {
-            let out = enc.write(chunk, i % 2 == 0).unwrap();
-            assert!(!is_oversized(out.len(), out.len()));
+            let mode = if i % 2 == 0 {
+                DeflateFlush::SyncFlush
+            } else {
+                DeflateFlush::NoFlush
+            };
+            // Many scratch buffers' worth of output: the result is still not oversized.
+            let out = enc.run(chunk, mode).unwrap();
+            assert!(
+                !is_oversized(out.len(), out.capacity()),
+                "{} in {}",
+                out.len(),
+                out.capacity()
+            );
             all.extend_from_slice(&out);
         }
+        let small = enc
+            .run(b"data: a small event\n\n", DeflateFlush::SyncFlush)
+            .unwrap();
+        assert!(!is_oversized(small.len(), small.capacity()));
+        all.extend_from_slice(&small);
         all.extend_from_slice(&enc.finish().unwrap());
         assert!(all.len() < input.len() / 2);
-        assert_eq!(gunzip(&all), input);
+        assert_eq!(
+            gunzip(&all),
+            [&input[..], b"data: a small event\n\n"].concat()
+        );
         // An empty stream is a valid empty gzip member.
         assert_eq!(gunzip(&StreamEncoder::new(1).finish().unwrap()), b"");
     }
