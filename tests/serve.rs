@@ -468,6 +468,40 @@ async fn http2_streams_beyond_the_limit_wait_for_a_free_one() {
     server.shut_down().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_millis(700);
+    let server = Server::start(
+        config()
+            .header_read_timeout(Duration::from_millis(300))
+            .idle_timeout(idle),
+        app(Gate::default()),
+    );
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    // PINGs and SETTINGS between streams do not count as a request head: only the idle timeout applies.
+    sender.ready().await.unwrap();
+    let req = http::Request::get("http://x/health")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let answered = Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), conn)
+        .await
+        .expect("the server ends the idle HTTP/2 connection")
+        .unwrap()
+        .ok();
+    let closed = answered.elapsed();
+    assert!(closed >= idle / 2, "{closed:?}");
+    server.shut_down().await;
+}
+
 /// Reads HTTP/2 frames until one of `kind` arrives; returns its flags, stream id and payload.
 async fn next_frame(s: &mut TcpStream, kind: u8) -> (u8, u32, Vec<u8>) {
     loop {
