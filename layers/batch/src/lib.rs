@@ -60,7 +60,12 @@
 //!
 //! # Cargo features
 //!
-//! None: the crate needs tokio (`rt`, `sync`, `time`) and builds the HTTP adapter on the `http` crate only.
+//! - `ws`: [`ws`], message batching for WebSockets (any `Sink`): flush on size or interval, latest-wins per key,
+//!   a bounded queue per connection with a drop or close policy.
+//! - `axum`: with `ws`, for axum's WebSocket `Message`. `tungstenite`: with `ws`, for tungstenite's.
+//!
+//! Without features the crate needs tokio (`rt`, `sync`, `time`) and builds the HTTP adapter on the `http` crate
+//! only.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod accumulator;
@@ -72,6 +77,8 @@ mod refusal;
 mod service;
 mod slot;
 mod worker;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use adapter::{DEFAULT_RETRY_AFTER, HttpBatch, HttpBatchError};
 pub use error::BatchError;
