@@ -8,7 +8,7 @@
 //! | `batch` | [`batch`] | `BatchLayer`: many concurrent calls into one backend call, per-item results |
 //! | `cache` | [`cache`] | `CacheLayer`: RFC 9111 shared cache, coalescing, invalidation handle |
 //! | `concurrency` | [`concurrency`] | `ConcurrencyLayer`: a limit with a bounded queue, 503 + `Retry-After` |
-//! | `gzip` | [`gzip`] | `GzipLayer`, `GzipRequestLayer`: compression that flushes streams and keeps validators right |
+//! | `compression` (alias `gzip`) | [`compression`] | `CompressionLayer`, `RequestDecompressionLayer`: gzip, deflate, Brotli and zstd negotiated per request, streams flushed, validators kept right |
 //! | `ratelimit` | [`ratelimit`] | `RateLimitLayer`: keyed GCRA, 429 + `Retry-After` and `RateLimit` headers |
 //! | `timing` | [`timing`] | `TimingLayer`: OpenTelemetry-named metrics, Server-Timing, slow-request log, stats |
 //!
@@ -35,9 +35,9 @@ pub use tower_kit_cache as cache;
 #[cfg_attr(docsrs, doc(cfg(feature = "concurrency")))]
 pub use tower_kit_concurrency as concurrency;
 
-#[cfg(feature = "gzip")]
-#[cfg_attr(docsrs, doc(cfg(feature = "gzip")))]
-pub use tower_kit_gzip as gzip;
+#[cfg(feature = "compression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+pub use tower_kit_compression as compression;
 
 #[cfg(feature = "ratelimit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]

@@ -40,7 +40,7 @@ use axum::{
 use serde::Deserialize;
 use std::time::Duration;
 use tower_kit_cache::{CacheHandle, CacheLayer, MokaStore, RedisStore, Store, TieredStore};
-use tower_kit_gzip::GzipLayer;
+use tower_kit_compression::CompressionLayer;
 
 /// Flags of the response cache.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,7 +91,7 @@ pub fn router(
     items: Items,
     args: &Args,
     redis_url: Option<&str>,
-    compress: Option<GzipLayer>,
+    compress: Option<CompressionLayer>,
 ) -> Result<Router, tower_kit::core::ConfigError> {
     Ok(match redis_url {
         None => build_with(items, args, MokaStore::new(args.max_bytes), compress)?.0,
@@ -121,7 +121,7 @@ pub fn build_with<St: Store>(
     items: Items,
     args: &Args,
     store: St,
-    compress: Option<GzipLayer>,
+    compress: Option<CompressionLayer>,
 ) -> Result<(Router, CacheHandle<St>), tower_kit::core::ConfigError> {
     let (layer, handle) = CacheLayer::builder()
         .store(store)
@@ -345,7 +345,8 @@ mod tests {
 
     #[tokio::test]
     async fn compressed_inside_the_cache_a_hit_is_served_compressed() {
-        let gzip = crate::gzip::response_layer(&crate::gzip::Args::default()).unwrap();
+        let gzip =
+            crate::compression::response_layer(&crate::compression::Args::default()).unwrap();
         let store = MokaStore::new(args(false).max_bytes);
         let (app, _) = build_with(Items::seeded(), &args(false), store, Some(gzip)).unwrap();
         let gzip_get = || {
@@ -521,7 +522,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_warm_up_stores_the_compressed_variant_browsers_and_curl_ask_for() {
-        let gzip = crate::gzip::response_layer(&crate::gzip::Args::default()).unwrap();
+        let gzip =
+            crate::compression::response_layer(&crate::compression::Args::default()).unwrap();
         let store = MokaStore::new(args(true).max_bytes);
         let (app, handle) = build_with(Items::seeded(), &args(true), store, Some(gzip)).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -64,7 +64,7 @@ pub struct Config {
 
     /// Gzip flags.
     #[command(flatten)]
-    pub gzip: crate::gzip::Args,
+    pub gzip: crate::compression::Args,
 
     /// Connection flags: header and idle timeouts, connection cap, listen backlog, HTTP/2 settings.
     #[command(flatten)]
@@ -84,7 +84,7 @@ impl Config {
             batch: crate::batch::Args::for_tests(),
             ratelimit: crate::ratelimit::Args::default(),
             concurrency: crate::concurrency::Args::default(),
-            gzip: crate::gzip::Args::default(),
+            gzip: crate::compression::Args::default(),
             server: crate::server::Args::default(),
         }
     }

@@ -7,7 +7,7 @@ pub mod batch;
 pub mod cache;
 pub mod concurrency;
 pub mod config;
-pub mod gzip;
+pub mod compression;
 pub mod items;
 pub mod observability;
 pub mod ratelimit;
@@ -49,17 +49,17 @@ pub fn app(
             // Compressed inside the cache too, so cache hits are served already compressed.
             config
                 .enabled(LayerName::Gzip)
-                .then(|| gzip::response_layer(&config.gzip))
+                .then(|| compression::response_layer(&config.gzip))
                 .transpose()?,
         )?)
         .merge(batch::router(&config.batch, pool))
         .merge(concurrency::router(&config.concurrency)?)
         .merge(timing::router(stats, &config.timing))
-        .merge(gzip::router(&config.gzip)?)
+        .merge(compression::router(&config.gzip)?)
         .fallback(not_found);
     // Innermost of the global layers: compression runs inside the concurrency limit, which bounds its CPU.
     if config.enabled(LayerName::Gzip) {
-        router = router.layer(gzip::layers(&config.gzip)?);
+        router = router.layer(compression::layers(&config.gzip)?);
     }
     // Global concurrency limit (/health, /metrics exempt); inside the rate limit, so refused calls take no slot.
     if config.enabled(LayerName::Concurrency) {

@@ -106,8 +106,8 @@ async fn events_compressed_and_on_time() {
     assert_eq!(response.headers()["content-encoding"], "gzip");
     let mut body = response.into_body();
     let mut decoder = flate2::write::GzDecoder::new(Vec::new());
-    let interval = demo_server::gzip::EVENT_INTERVAL;
-    for n in 0..demo_server::gzip::EVENTS {
+    let interval = demo_server::compression::EVENT_INTERVAL;
+    for n in 0..demo_server::compression::EVENTS {
         let marker = format!("\"n\":{n},");
         while !String::from_utf8_lossy(decoder.get_ref()).contains(&marker) {
             let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())

@@ -14,9 +14,9 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_kit::{
     cache::CacheLayer,
+    compression::CompressionLayer,
     concurrency::ConcurrencyLayer,
     core::ConfigError,
-    gzip::GzipLayer,
     ratelimit::{Policy, Quota, RateLimitLayer},
     timing::{RequestInfo, TimingHandle, TimingLayer},
 };
@@ -85,7 +85,7 @@ pub struct Layers {
     timing: TimingLayer,
     rate: RateLimitLayer,
     concurrency: ConcurrencyLayer,
-    gzip: GzipLayer,
+    gzip: CompressionLayer,
     cache: CacheLayer,
 }
 
@@ -107,7 +107,7 @@ impl Layers {
                 .max_in_flight(limits.max_in_flight)
                 .exempt(|req| req.uri.path() == "/health")
                 .build()?,
-            gzip: GzipLayer::new(),
+            gzip: CompressionLayer::new(),
             cache: CacheLayer::new(),
         };
         Ok((layers, stats))

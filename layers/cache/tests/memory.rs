@@ -19,7 +19,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use std::{alloc::System, convert::Infallible, fmt::Write as _, time::Duration};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_kit_cache::{CacheLayer, Entry, MokaStore, RedisStore, Store, TieredStore};
-use tower_kit_gzip::GzipLayer;
+use tower_kit_compression::CompressionLayer;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -155,7 +155,7 @@ async fn run<St: Store + Clone>(case: Case, store: St, l1: &MokaStore) {
         async move { Ok::<_, Infallible>(origin_response(i, body)) }
     });
     if case.gzip {
-        let gzip = GzipLayer::builder().min_size(0).build().unwrap();
+        let gzip = CompressionLayer::builder().min_size(0).build().unwrap();
         send(case, layer.layer(gzip.layer(origin))).await;
     } else {
         send(case, layer.layer(origin)).await;

@@ -19,7 +19,7 @@ use tower_kit_core::PolicyBody;
 use tower_service::Service;
 
 pin_project! {
-    /// The response future of [`GzipRequest`](crate::GzipRequest).
+    /// The response future of [`RequestDecompression`](crate::RequestDecompression).
     pub struct RequestFuture<S, B>
     where
         S: Service<Request<DecodedBody<B>>>,

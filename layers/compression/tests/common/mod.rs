@@ -142,7 +142,7 @@ pub fn system_gunzip(data: &[u8]) -> Vec<u8> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("tower-kit-gzip tests need the `gzip` binary on PATH");
+        .expect("tower-kit-compression tests need the `gzip` binary on PATH");
     let mut stdin = child.stdin.take().unwrap();
     let input = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));

@@ -1,7 +1,7 @@
 //! Gzip for Tower: response compression that flushes streams, keeps validators honest and moves big bodies off the
 //! async workers, plus request-body decoding with a size cap.
 //!
-//! [`GzipLayer`] compresses a response when the client accepts gzip (RFC 9110 `Accept-Encoding`, with q-values,
+//! [`CompressionLayer`] compresses a response when the client accepts gzip (RFC 9110 `Accept-Encoding`, with q-values,
 //! `*`, `identity;q=0` and `x-gzip`) and the response is worth it:
 //!
 //! - no `Content-Encoding` yet, not a HEAD request, status not 1xx, 204, 206 or 304, no `Content-Range`, no
@@ -22,7 +22,7 @@
 //! `Accept-Ranges`, and `Vary: Accept-Encoding` merged into its `Vary` (which is set on every response whose
 //! encoding depended on the request, compressed or not).
 //!
-//! [`GzipRequestLayer`] decodes `Content-Encoding: gzip` request bodies (every member) before the inner service
+//! [`RequestDecompressionLayer`] decodes `Content-Encoding: gzip` request bodies (every member) before the inner service
 //! runs, up to a cap (10 MiB): over it `413`, corrupt or truncated `400`, other codings `415`. A request without a
 //! body (`GET /health` with a `Content-Encoding` header) passes through untouched, whatever its coding.
 //!
@@ -34,11 +34,11 @@
 //! use http_body_util::{BodyExt, Full};
 //! use std::{convert::Infallible, io::Read};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_kit_gzip::GzipLayer;
+//! use tower_kit_compression::CompressionLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let json = format!("[{}]", vec![r#"{"id":1,"name":"widget"}"#; 200].join(","));
-//! let service = ServiceBuilder::new().layer(GzipLayer::new()).service(service_fn(move |_req| {
+//! let service = ServiceBuilder::new().layer(CompressionLayer::new()).service(service_fn(move |_req| {
 //!     let json = json.clone();
 //!     async move {
 //!         let response = Response::builder()
@@ -87,16 +87,17 @@ mod policy;
 mod request;
 mod service;
 
-pub use body::{BoxError, GzipBody};
+pub use body::{BoxError, CompressionBody};
 pub use engine::{STREAM_MEM_LEVEL, STREAM_MEMORY_BUDGET, STREAM_WINDOW_BITS};
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_IDLE_FLUSH, DEFAULT_LEVEL, DEFAULT_MAX_BUFFERED, DEFAULT_MIN_SIZE,
-    DEFAULT_OFFLOAD_THRESHOLD, DEFAULT_STREAM_LEVEL, GzipLayer, GzipLayerBuilder, RequestHead,
+    CompressionLayer, CompressionLayerBuilder, DEFAULT_IDLE_FLUSH, DEFAULT_LEVEL,
+    DEFAULT_MAX_BUFFERED, DEFAULT_MIN_SIZE, DEFAULT_OFFLOAD_THRESHOLD, DEFAULT_STREAM_LEVEL,
+    RequestHead,
 };
 pub use policy::SkipReason;
 pub use request::{
-    DEFAULT_MAX_DECODED, DecodedBody, GzipRequest, GzipRequestLayer, GzipRequestLayerBuilder,
-    RequestFuture,
+    DEFAULT_MAX_DECODED, DecodedBody, RequestDecompression, RequestDecompressionLayer,
+    RequestDecompressionLayerBuilder, RequestFuture,
 };
-pub use service::Gzip;
+pub use service::Compression;

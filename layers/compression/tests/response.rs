@@ -1,4 +1,4 @@
-//! GzipLayer: one test per rule, engines, flushing, trailers, metrics, faults.
+//! CompressionLayer: one test per rule, engines, flushing, trailers, metrics, faults.
 
 mod common;
 
@@ -15,14 +15,14 @@ use std::{
     time::Duration,
 };
 use tower::{Layer, ServiceExt, service_fn};
+use tower_kit_compression::{CompressionBody, CompressionLayer};
 use tower_kit_core::ServerTiming;
-use tower_kit_gzip::{GzipBody, GzipLayer};
 
-type Reply = Response<GzipBody<TestBody>>;
+type Reply = Response<CompressionBody<TestBody>>;
 
 /// Runs one request through `layer` in front of a service answering `make()`.
 async fn run(
-    layer: GzipLayer,
+    layer: CompressionLayer,
     request: Request<()>,
     make: impl Fn() -> Response<TestBody> + Clone + Send + 'static,
 ) -> Reply {
@@ -67,7 +67,7 @@ where
 async fn oneshot_compresses_with_exact_length_and_fixes_headers() {
     let data = text(20_000);
     let d = data.clone();
-    let response = run(GzipLayer::new(), get(Some("gzip")), move || {
+    let response = run(CompressionLayer::new(), get(Some("gzip")), move || {
         let mut r = json(TestBody::full(d.clone()));
         r.headers_mut()
             .insert(header::ETAG, HeaderValue::from_static("\"v1\""));
@@ -127,7 +127,7 @@ async fn skip_when_not_accepted_but_vary() {
         Some("gzip;q=0.5, identity"),
     ] {
         let d = data.clone();
-        let response = run(GzipLayer::new(), get(accept), move || {
+        let response = run(CompressionLayer::new(), get(accept), move || {
             json(TestBody::full(d.clone()))
         })
         .await;
@@ -139,7 +139,7 @@ async fn skip_when_not_accepted_but_vary() {
 async fn skip_when_already_encoded() {
     let data = text(5000);
     let d = data.clone();
-    let response = run(GzipLayer::new(), get(Some("gzip, br")), move || {
+    let response = run(CompressionLayer::new(), get(Some("gzip, br")), move || {
         let mut r = json(TestBody::full(d.clone()));
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
@@ -158,7 +158,7 @@ async fn skip_head_with_vary() {
         .header(header::ACCEPT_ENCODING, "gzip")
         .body(())
         .unwrap();
-    let response = run(GzipLayer::new(), request, move || {
+    let response = run(CompressionLayer::new(), request, move || {
         json(TestBody::full(d.clone()))
     })
     .await;
@@ -175,7 +175,7 @@ async fn skip_bodyless_and_partial_statuses() {
         (101, &[][..]),
     ] {
         let d = data.clone();
-        let response = run(GzipLayer::new(), get(Some("gzip")), move || {
+        let response = run(CompressionLayer::new(), get(Some("gzip")), move || {
             let mut r = json(TestBody::full(d.clone()));
             *r.status_mut() = StatusCode::from_u16(status).unwrap();
             r
@@ -185,7 +185,7 @@ async fn skip_bodyless_and_partial_statuses() {
     }
     // Errors with compressible bodies are compressed.
     let d = data.clone();
-    let response = run(GzipLayer::new(), get(Some("gzip")), move || {
+    let response = run(CompressionLayer::new(), get(Some("gzip")), move || {
         let mut r = json(TestBody::full(d.clone()));
         *r.status_mut() = StatusCode::NOT_FOUND;
         r
@@ -198,7 +198,7 @@ async fn skip_bodyless_and_partial_statuses() {
 async fn skip_content_range() {
     let data = text(5000);
     let d = data.clone();
-    let response = run(GzipLayer::new(), get(Some("gzip")), move || {
+    let response = run(CompressionLayer::new(), get(Some("gzip")), move || {
         let mut r = json(TestBody::full(d.clone()));
         r.headers_mut().insert(
             header::CONTENT_RANGE,
@@ -224,9 +224,12 @@ async fn no_transform_is_respected_unless_switched_off() {
             r
         }
     };
-    let response = run(GzipLayer::new(), get(Some("gzip")), make.clone()).await;
+    let response = run(CompressionLayer::new(), get(Some("gzip")), make.clone()).await;
     assert_skipped(response, &data, &[]).await;
-    let layer = GzipLayer::builder().no_transform(false).build().unwrap();
+    let layer = CompressionLayer::builder()
+        .no_transform(false)
+        .build()
+        .unwrap();
     let response = run(layer, get(Some("gzip")), make).await;
     assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
     assert_eq!(gunzip(&body_bytes(response).await), data);
@@ -249,7 +252,7 @@ async fn content_type_lists() {
         (None, false),
     ] {
         let d = data.clone();
-        let response = run(GzipLayer::new(), get(Some("gzip")), move || {
+        let response = run(CompressionLayer::new(), get(Some("gzip")), move || {
             let mut r = Response::new(TestBody::full(d.clone()));
             if let Some(ct) = ct {
                 r.headers_mut()
@@ -270,7 +273,7 @@ async fn content_type_lists() {
         }
     }
     // User lists: deny CSV, allow protobuf.
-    let layer = GzipLayer::builder()
+    let layer = CompressionLayer::builder()
         .deny_content_type("text/csv")
         .allow_content_type("application/x-protobuf")
         .build()
@@ -297,7 +300,7 @@ async fn min_size_on_known_length() {
     for (len, compressed) in [(999, false), (1000, true)] {
         let data = text(len);
         let d = data.clone();
-        let response = run(GzipLayer::new(), get(Some("gzip")), move || {
+        let response = run(CompressionLayer::new(), get(Some("gzip")), move || {
             json(TestBody::full(d.clone()))
         })
         .await;
@@ -313,7 +316,7 @@ async fn min_size_on_known_length() {
 
 #[tokio::test]
 async fn predicate_sees_request_and_response() {
-    let layer = GzipLayer::builder()
+    let layer = CompressionLayer::builder()
         .predicate(|request, response| {
             request.uri.path() != "/raw" && response.status != StatusCode::CREATED
         })
@@ -355,7 +358,7 @@ async fn vary_is_merged_never_duplicated() {
     ] {
         for accept in [Some("gzip"), None] {
             let d = data.clone();
-            let response = run(GzipLayer::new(), get(accept), move || {
+            let response = run(CompressionLayer::new(), get(accept), move || {
                 let mut r = json(TestBody::full(d.clone()));
                 for v in existing {
                     r.headers_mut()
@@ -375,7 +378,7 @@ async fn vary_is_merged_never_duplicated() {
 
 #[tokio::test]
 async fn unknown_length_below_threshold_is_sent_as_is_with_exact_length() {
-    let response = run(GzipLayer::new(), get(Some("gzip")), || {
+    let response = run(CompressionLayer::new(), get(Some("gzip")), || {
         json(TestBody::chunks([text(300), text(300), text(399)]))
     })
     .await;
@@ -389,12 +392,12 @@ async fn unknown_length_below_threshold_is_sent_as_is_with_exact_length() {
 
 /// Runs one request through `layer` in front of a service answering `response` once.
 async fn run_once<B: Body + Send + 'static>(
-    layer: GzipLayer,
+    layer: CompressionLayer,
     request: Request<()>,
     response: Response<B>,
-) -> Response<GzipBody<B>>
+) -> Response<CompressionBody<B>>
 where
-    B::Error: Into<tower_kit_gzip::BoxError>,
+    B::Error: Into<tower_kit_compression::BoxError>,
 {
     let slot = Arc::new(Mutex::new(Some(response)));
     let service = layer.layer(service_fn(move |_req: Request<()>| {
@@ -420,7 +423,7 @@ async fn unknown_length_above_threshold_streams_before_the_end() {
     let response = tokio::time::timeout(
         Duration::from_secs(5),
         run_once(
-            GzipLayer::new(),
+            CompressionLayer::new(),
             get(Some("gzip")),
             with_type("application/json", body),
         ),
@@ -442,7 +445,10 @@ async fn unknown_length_above_threshold_streams_before_the_end() {
 
 #[tokio::test]
 async fn known_length_over_max_buffered_streams() {
-    let layer = GzipLayer::builder().max_buffered(4096).build().unwrap();
+    let layer = CompressionLayer::builder()
+        .max_buffered(4096)
+        .build()
+        .unwrap();
     let data = text(10_000);
     let response = run_once(
         layer,
@@ -461,7 +467,7 @@ async fn unknown_length_that_ends_is_compressed_in_one_shot() {
     let data = text(3000);
     let body = TestBody::chunks([data[..500].to_vec(), data[500..].to_vec()]);
     let response = run_once(
-        GzipLayer::new(),
+        CompressionLayer::new(),
         get(Some("gzip")),
         with_type("text/plain", body),
     )
@@ -495,7 +501,7 @@ async fn sse_and_ndjson_flush_every_event() {
     for content_type in ["text/event-stream", "application/x-ndjson"] {
         let (tx, body) = ChannelBody::new();
         let response = run_once(
-            GzipLayer::new(),
+            CompressionLayer::new(),
             get(Some("gzip")),
             with_type(content_type, body),
         )
@@ -529,7 +535,7 @@ async fn sse_and_ndjson_flush_every_event() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_stream_is_flushed() {
-    let layer = GzipLayer::builder().min_size(10).build().unwrap();
+    let layer = CompressionLayer::builder().min_size(10).build().unwrap();
     let (tx, body) = ChannelBody::new();
     tx.send(Frame::data(Bytes::from_static(
         b"{\"first\": \"chunk of a slow json stream\"}",
@@ -575,8 +581,8 @@ async fn trailers_pass_through_both_engines() {
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     trailers.insert("x-checksum", HeaderValue::from_static("abc"));
     for layer in [
-        GzipLayer::new(),
-        GzipLayer::builder()
+        CompressionLayer::new(),
+        CompressionLayer::builder()
             .min_size(10)
             .max_buffered(100)
             .build()
@@ -598,8 +604,11 @@ async fn large_bodies_are_offloaded_and_still_correct() {
     // One-shot above the offload threshold, and a stream with a frame above it.
     let data = text(600_000);
     for layer in [
-        GzipLayer::new(),
-        GzipLayer::builder().max_buffered(1000).build().unwrap(),
+        CompressionLayer::new(),
+        CompressionLayer::builder()
+            .max_buffered(1000)
+            .build()
+            .unwrap(),
     ] {
         let body = TestBody::chunks([data[..100].to_vec(), data[100..].to_vec()]).exact();
         let response = run_once(layer, get(Some("gzip")), with_type("text/plain", body)).await;
@@ -619,7 +628,7 @@ fn server_timing_entry_on_the_one_shot_path() {
         let mut request = get(Some("gzip"));
         request.extensions_mut().insert(timing.clone());
         let response = run_once(
-            GzipLayer::new(),
+            CompressionLayer::new(),
             request,
             with_type("text/plain", TestBody::full(text(5000))),
         )
@@ -665,28 +674,31 @@ fn metrics_count_compressions_skips_and_bytes() {
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(async {
             let r = run_once(
-                GzipLayer::new(),
+                CompressionLayer::new(),
                 get(Some("gzip")),
                 with_type("text/plain", TestBody::full(text(5000))),
             )
             .await;
             let compressed = body_bytes(r).await.len();
             let r = run_once(
-                GzipLayer::new(),
+                CompressionLayer::new(),
                 get(None),
                 with_type("text/plain", TestBody::full(text(5000))),
             )
             .await;
             body_bytes(r).await;
             let r = run_once(
-                GzipLayer::new(),
+                CompressionLayer::new(),
                 get(Some("gzip")),
                 with_type("image/png", TestBody::full(text(5000))),
             )
             .await;
             body_bytes(r).await;
             let r = run_once(
-                GzipLayer::builder().max_buffered(1000).build().unwrap(),
+                CompressionLayer::builder()
+                    .max_buffered(1000)
+                    .build()
+                    .unwrap(),
                 get(Some("gzip")),
                 with_type("text/plain", TestBody::full(text(3000))),
             )
@@ -756,7 +768,7 @@ fn metrics_count_compressions_skips_and_bytes() {
 
 #[tokio::test]
 async fn inner_service_errors_pass_through() {
-    let service = GzipLayer::new().layer(service_fn(|_req: Request<()>| async {
+    let service = CompressionLayer::new().layer(service_fn(|_req: Request<()>| async {
         Err::<Response<TestBody>, _>(std::io::Error::other("backend down"))
     }));
     let error = service.oneshot(get(Some("gzip"))).await.unwrap_err();
@@ -768,7 +780,7 @@ async fn body_errors_reach_the_client_on_both_paths() {
     // Streamed: the data before the error is sent, then the error.
     let body = TestBody::chunks([text(2000), text(2000)]).then_error("upstream reset");
     let response = run_once(
-        GzipLayer::new(),
+        CompressionLayer::new(),
         get(Some("gzip")),
         with_type("text/plain", body),
     )
@@ -780,7 +792,7 @@ async fn body_errors_reach_the_client_on_both_paths() {
         .exact()
         .then_error("upstream reset");
     let mut response = run_once(
-        GzipLayer::new(),
+        CompressionLayer::new(),
         get(Some("gzip")),
         with_type("text/plain", body),
     )
@@ -794,7 +806,7 @@ async fn body_errors_reach_the_client_on_both_paths() {
 async fn client_dropping_the_body_mid_stream_is_fine() {
     let (tx, body) = ChannelBody::new();
     let response = run_once(
-        GzipLayer::new(),
+        CompressionLayer::new(),
         get(Some("gzip")),
         with_type("text/event-stream", body),
     )
@@ -830,7 +842,7 @@ async fn hostile_accept_encoding_values_do_not_break_anything() {
             HeaderValue::from_bytes(value).unwrap(),
         );
         let response = run_once(
-            GzipLayer::new(),
+            CompressionLayer::new(),
             request,
             with_type("text/plain", TestBody::full(text(5000))),
         )
@@ -883,7 +895,7 @@ mod properties {
 
         #[test]
         fn oneshot_engine_round_trips(data in body_strategy(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
-            let layer = GzipLayer::builder().min_size(0).build().unwrap();
+            let layer = CompressionLayer::builder().min_size(0).build().unwrap();
             let body = TestBody::chunks(split(&data, &cuts)).exact();
             let out = runtime().block_on(async {
                 let response = run_once(layer, get(Some("gzip")), with_type("text/plain", body)).await;
@@ -899,7 +911,7 @@ mod properties {
             cuts in proptest::collection::vec(any::<usize>(), 0..8),
             flush in any::<bool>(),
         ) {
-            let layer = GzipLayer::builder().min_size(0).max_buffered(0).flush_every_frame(flush).build().unwrap();
+            let layer = CompressionLayer::builder().min_size(0).max_buffered(0).flush_every_frame(flush).build().unwrap();
             let body = TestBody::chunks(split(&data, &cuts)).exact();
             let out = runtime().block_on(async {
                 let response = run_once(layer, get(Some("gzip")), with_type("text/plain", body)).await;

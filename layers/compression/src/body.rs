@@ -1,4 +1,4 @@
-//! [`GzipBody`]: the response body, passed through, compressed in one shot, or compressed as a stream.
+//! [`CompressionBody`]: the response body, passed through, compressed in one shot, or compressed as a stream.
 
 use crate::{
     engine::StreamEncoder,
@@ -18,17 +18,17 @@ use std::{
 };
 use tokio::{task::JoinHandle, time::Sleep};
 
-/// The error type of [`GzipBody`]: the inner body's error, or (practically never) the compressor's.
+/// The error type of [`CompressionBody`]: the inner body's error, or (practically never) the compressor's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
-    /// The body of a response that went through [`Gzip`](crate::Gzip).
+    /// The body of a response that went through [`Compression`](crate::Compression).
     ///
     /// - Sent as it was (not compressed): frames, `size_hint` and `is_end_stream` pass through.
     /// - Compressed in one shot, or buffered and sent as it was: one data frame (exact `size_hint`), then trailers.
     /// - Compressed as a stream: each input frame is compressed as it arrives (sync-flushed under the flush
     ///   policy, or when the source goes idle), then the gzip trailer, then the inner trailers.
-    pub struct GzipBody<B> {
+    pub struct CompressionBody<B> {
         #[pin]
         kind: Kind<B>,
     }
@@ -44,7 +44,7 @@ pin_project! {
     }
 }
 
-impl<B> GzipBody<B> {
+impl<B> CompressionBody<B> {
     pub(crate) fn identity(inner: B) -> Self {
         Self {
             kind: Kind::Identity { inner },
@@ -96,7 +96,7 @@ impl<B> GzipBody<B> {
     }
 }
 
-impl<B> fmt::Debug for GzipBody<B> {
+impl<B> fmt::Debug for CompressionBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Identity { .. } => "identity",
@@ -104,13 +104,13 @@ impl<B> fmt::Debug for GzipBody<B> {
             Kind::Stream { .. } => "stream",
             Kind::Failed { .. } => "failed",
         };
-        f.debug_struct("GzipBody")
+        f.debug_struct("CompressionBody")
             .field("kind", &kind)
             .finish_non_exhaustive()
     }
 }
 
-impl<B> Body for GzipBody<B>
+impl<B> Body for CompressionBody<B>
 where
     B: Body,
     B::Error: Into<BoxError>,

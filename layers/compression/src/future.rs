@@ -1,7 +1,7 @@
 //! [`ResponseFuture`]: waits for the inner response, decides, and compresses one-shot bodies before the head.
 
 use crate::{
-    body::{BoxError, GzipBody},
+    body::{BoxError, CompressionBody},
     engine::gzip_oneshot,
     layer::{Config, RequestHead},
     metrics::{self, LIBDEFLATE, ZLIB_RS},
@@ -31,7 +31,7 @@ pub(crate) struct CallContext {
 }
 
 pin_project! {
-    /// The response future of [`Gzip`](crate::Gzip).
+    /// The response future of [`Compression`](crate::Compression).
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: F,
@@ -238,7 +238,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<GzipBody<B>>, E>;
+    type Output = Result<Response<CompressionBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -259,14 +259,18 @@ where
                         metrics::skipped(reason);
                         return Poll::Ready(Ok(Response::from_parts(
                             parts,
-                            GzipBody::identity(body),
+                            CompressionBody::identity(body),
                         )));
                     }
                     Plan::Stream { flush_each } => {
                         policy::mark_compressed(&mut parts.headers);
                         metrics::compressed(ZLIB_RS);
-                        let body =
-                            GzipBody::stream(Box::pin(body), Bytes::new(), flush_each, config);
+                        let body = CompressionBody::stream(
+                            Box::pin(body),
+                            Bytes::new(),
+                            flush_each,
+                            config,
+                        );
                         return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
                     Plan::OneShot | Plan::Threshold => Step::Collect {
@@ -321,7 +325,8 @@ where
                         let mut parts = take_parts(this.work);
                         policy::mark_compressed(&mut parts.headers);
                         metrics::compressed(ZLIB_RS);
-                        let body = GzipBody::stream(body, prefix, config.flush_every_frame, config);
+                        let body =
+                            CompressionBody::stream(body, prefix, config.flush_every_frame, config);
                         return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
                     Collected::Whole { data, trailers } => {
@@ -333,7 +338,7 @@ where
                             metrics::skipped(SkipReason::TooSmall);
                             return Poll::Ready(Ok(Response::from_parts(
                                 parts,
-                                GzipBody::full(data, trailers),
+                                CompressionBody::full(data, trailers),
                             )));
                         }
                         if data.len() as u64 >= config.offload_threshold
@@ -372,7 +377,7 @@ where
             }
             return Poll::Ready(Ok(Response::from_parts(
                 parts,
-                GzipBody::full(data, trailers),
+                CompressionBody::full(data, trailers),
             )));
         }
     }
@@ -386,7 +391,7 @@ fn take_parts<B>(work: &mut Option<Work<B>>) -> Parts {
     }
 }
 
-fn failed<B>(mut parts: Parts, error: BoxError) -> Response<GzipBody<B>> {
+fn failed<B>(mut parts: Parts, error: BoxError) -> Response<CompressionBody<B>> {
     parts.headers.remove(CONTENT_LENGTH);
-    Response::from_parts(parts, GzipBody::failed(error))
+    Response::from_parts(parts, CompressionBody::failed(error))
 }

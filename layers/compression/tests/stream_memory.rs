@@ -15,7 +15,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 use tower::{Layer, ServiceExt, service_fn};
-use tower_kit_gzip::{GzipBody, GzipLayer, STREAM_MEMORY_BUDGET};
+use tower_kit_compression::{CompressionBody, CompressionLayer, STREAM_MEMORY_BUDGET};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -50,7 +50,7 @@ impl Body for Events {
 
 /// Opens one compressed event stream and reads every event available (so the compressor has seen data, flushed,
 /// and holds its full state).
-async fn open(layer: &GzipLayer, events: u32) -> (GzipBody<Events>, usize) {
+async fn open(layer: &CompressionLayer, events: u32) -> (CompressionBody<Events>, usize) {
     let service = layer.layer(service_fn(move |_req: Request<()>| async move {
         let mut response = Response::new(Events {
             next: 0,
@@ -92,7 +92,7 @@ fn each_open_stream_holds_at_most_the_budget() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let layer = GzipLayer::new();
+        let layer = CompressionLayer::new();
         // Warm up: per-thread buffers, lazily built statics and the runtime's own structures.
         for _ in 0..3 {
             drop(open(&layer, 20).await);

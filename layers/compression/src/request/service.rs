@@ -1,4 +1,4 @@
-//! [`GzipRequest`]: the request decoding service.
+//! [`RequestDecompression`]: the request decoding service.
 
 use super::{body::DecodedBody, decode::Decoder, future::RequestFuture, layer::RequestConfig};
 use crate::metrics;
@@ -11,14 +11,14 @@ use std::{
 use tower_kit_core::PolicyBody;
 use tower_service::Service;
 
-/// Decodes gzip request bodies for `S`; made by [`GzipRequestLayer`](crate::GzipRequestLayer).
+/// Decodes gzip request bodies for `S`; made by [`RequestDecompressionLayer`](crate::RequestDecompressionLayer).
 #[derive(Clone, Debug)]
-pub struct GzipRequest<S> {
+pub struct RequestDecompression<S> {
     inner: S,
     config: Arc<RequestConfig>,
 }
 
-impl<S> GzipRequest<S> {
+impl<S> RequestDecompression<S> {
     pub(crate) fn new(inner: S, config: Arc<RequestConfig>) -> Self {
         Self { inner, config }
     }
@@ -101,7 +101,7 @@ pub(crate) fn refusal<B>(status: StatusCode, message: &'static str) -> Response<
     response
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GzipRequest<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestDecompression<S>
 where
     S: Service<Request<DecodedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     ReqBody: Body,
@@ -130,7 +130,7 @@ where
     }
 }
 
-impl<S> GzipRequest<S> {
+impl<S> RequestDecompression<S> {
     fn decide<ReqBody, ResBody>(&mut self, request: Request<ReqBody>) -> RequestFuture<S, ReqBody>
     where
         S: Service<Request<DecodedBody<ReqBody>>, Response = Response<ResBody>> + Clone,

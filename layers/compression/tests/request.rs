@@ -1,4 +1,4 @@
-//! GzipRequestLayer: decoding, caps, bad bodies, unsupported codings.
+//! RequestDecompressionLayer: decoding, caps, bad bodies, unsupported codings.
 
 mod common;
 
@@ -8,7 +8,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use std::convert::Infallible;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_kit_gzip::{DecodedBody, GzipRequestLayer};
+use tower_kit_compression::{DecodedBody, RequestDecompressionLayer};
 
 /// An inner service that answers with what it received: `<content-encoding>|<content-length>|<body>`.
 async fn echo(
@@ -31,7 +31,7 @@ async fn echo(
 }
 
 async fn send(
-    layer: GzipRequestLayer,
+    layer: RequestDecompressionLayer,
     encoding: Option<&str>,
     body: TestBody,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
@@ -62,7 +62,7 @@ async fn gzip_bodies_are_decoded_with_exact_length() {
     let frames: Vec<Vec<u8>> = compressed.chunks(777).map(<[u8]>::to_vec).collect();
     for encoding in ["gzip", "x-gzip", "GZIP", "identity, gzip"] {
         let (status, _, body) = send(
-            GzipRequestLayer::new(),
+            RequestDecompressionLayer::new(),
             Some(encoding),
             TestBody::chunks(frames.clone()),
         )
@@ -81,7 +81,7 @@ async fn every_member_of_a_multi_member_stream_is_decoded() {
     body.extend(gzip(b""));
     body.extend(gzip(b"third"));
     let (status, _, out) = send(
-        GzipRequestLayer::new(),
+        RequestDecompressionLayer::new(),
         Some("gzip"),
         TestBody::chunks([body]),
     )
@@ -93,14 +93,14 @@ async fn every_member_of_a_multi_member_stream_is_decoded() {
 #[tokio::test]
 async fn unencoded_and_identity_bodies_pass_through() {
     let (status, _, out) = send(
-        GzipRequestLayer::new(),
+        RequestDecompressionLayer::new(),
         None,
         TestBody::chunks([b"plain".to_vec()]),
     )
     .await;
     assert_eq!((status, &out[..]), (StatusCode::OK, &b"||plain"[..]));
     let (status, _, out) = send(
-        GzipRequestLayer::new(),
+        RequestDecompressionLayer::new(),
         Some("identity"),
         TestBody::chunks([b"plain".to_vec()]),
     )
@@ -130,7 +130,7 @@ async fn corrupt_truncated_and_empty_bodies_are_400() {
         ),
     ] {
         let (status, headers, out) = send(
-            GzipRequestLayer::new(),
+            RequestDecompressionLayer::new(),
             Some("gzip"),
             TestBody::chunks([body]),
         )
@@ -144,7 +144,7 @@ async fn corrupt_truncated_and_empty_bodies_are_400() {
 #[tokio::test]
 async fn unreadable_body_is_400() {
     let body = TestBody::chunks([gzip(b"x")[..5].to_vec()]).then_error("connection reset");
-    let (status, _, _) = send(GzipRequestLayer::new(), Some("gzip"), body).await;
+    let (status, _, _) = send(RequestDecompressionLayer::new(), Some("gzip"), body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -161,7 +161,7 @@ async fn stacked_and_unsupported_codings_are_415() {
         ("compress", once),
     ] {
         let (status, headers, _) = send(
-            GzipRequestLayer::new(),
+            RequestDecompressionLayer::new(),
             Some(encoding),
             TestBody::chunks([body]),
         )
@@ -180,13 +180,13 @@ async fn stacked_and_unsupported_codings_are_415() {
 #[tokio::test]
 async fn the_cap_is_exact() {
     let data = vec![b'z'; 4096];
-    let layer = GzipRequestLayer::builder()
+    let layer = RequestDecompressionLayer::builder()
         .max_decoded(4096)
         .build()
         .unwrap();
     let (status, _, _) = send(layer, Some("gzip"), TestBody::chunks([gzip(&data)])).await;
     assert_eq!(status, 200);
-    let layer = GzipRequestLayer::builder()
+    let layer = RequestDecompressionLayer::builder()
         .max_decoded(4095)
         .build()
         .unwrap();
@@ -206,24 +206,27 @@ fn metrics_count_outcomes() {
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(async {
             send(
-                GzipRequestLayer::new(),
+                RequestDecompressionLayer::new(),
                 Some("gzip"),
                 TestBody::chunks([gzip(b"ok")]),
             )
             .await;
             send(
-                GzipRequestLayer::new(),
+                RequestDecompressionLayer::new(),
                 Some("gzip"),
                 TestBody::chunks([b"bad".to_vec()]),
             )
             .await;
             send(
-                GzipRequestLayer::new(),
+                RequestDecompressionLayer::new(),
                 Some("br"),
                 TestBody::chunks([b"x".to_vec()]),
             )
             .await;
-            let small = GzipRequestLayer::builder().max_decoded(10).build().unwrap();
+            let small = RequestDecompressionLayer::builder()
+                .max_decoded(10)
+                .build()
+                .unwrap();
             send(small, Some("gzip"), TestBody::chunks([gzip(&[0; 100])])).await;
         })
     });
@@ -270,7 +273,7 @@ async fn requests_without_a_body_pass_through_whatever_their_coding() {
                     .headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
             }
-            let response = GzipRequestLayer::new()
+            let response = RequestDecompressionLayer::new()
                 .layer(service_fn(echo))
                 .oneshot(request)
                 .await
@@ -284,14 +287,14 @@ async fn requests_without_a_body_pass_through_whatever_their_coding() {
     }
     // A body of unknown size is still refused for an unsupported coding, and decoded for gzip.
     let (status, ..) = send(
-        GzipRequestLayer::new(),
+        RequestDecompressionLayer::new(),
         Some("br"),
         TestBody::chunks([b"x".to_vec()]),
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (status, _, out) = send(
-        GzipRequestLayer::new(),
+        RequestDecompressionLayer::new(),
         Some("br"),
         TestBody::full(b"not empty".to_vec()),
     )
@@ -307,7 +310,7 @@ async fn requests_without_a_body_pass_through_whatever_their_coding() {
 
 #[tokio::test]
 async fn exempt_requests_bypass_decoding() {
-    let layer = GzipRequestLayer::builder()
+    let layer = RequestDecompressionLayer::builder()
         .exempt(|parts| parts.uri.path() == "/metrics")
         .build()
         .unwrap();

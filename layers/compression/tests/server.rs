@@ -21,7 +21,7 @@ use std::{
 };
 use tokio::{net::TcpListener, sync::mpsc};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_kit_gzip::{GzipLayer, GzipRequestLayer};
+use tower_kit_compression::{CompressionLayer, RequestDecompressionLayer};
 
 #[tokio::test]
 async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
@@ -32,8 +32,8 @@ async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let service =
-            GzipLayer::new().layer(service_fn(move |_req: Request<hyper::body::Incoming>| {
+        let service = CompressionLayer::new().layer(service_fn(
+            move |_req: Request<hyper::body::Incoming>| {
                 let decoded_rx = Arc::clone(&decoded_rx);
                 async move {
                     let (tx, body) = ChannelBody::new();
@@ -56,7 +56,8 @@ async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
                         .unwrap();
                     Ok::<_, Infallible>(response)
                 }
-            }));
+            },
+        ));
         let hyper_service = hyper::service::service_fn(move |req| service.clone().oneshot(req));
         hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), hyper_service)
@@ -130,8 +131,8 @@ async fn axum_router_with_both_layers() {
             "/upload",
             post(|body: String| async move { format!("got {} bytes", body.len()) }),
         )
-        .layer(GzipLayer::new())
-        .layer(GzipRequestLayer::new());
+        .layer(CompressionLayer::new())
+        .layer(RequestDecompressionLayer::new());
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -15,8 +15,8 @@ use axum::{
 use futures_util::Stream;
 use std::{convert::Infallible, time::Duration};
 use tower_kit::core::ConfigError;
+use tower_kit_compression::{CompressionLayer, RequestDecompressionLayer};
 use tower_kit_concurrency::ConcurrencyLayer;
-use tower_kit_gzip::{GzipLayer, GzipRequestLayer};
 use tower_layer::Stack;
 
 /// Flags of the gzip layers.
@@ -24,15 +24,15 @@ use tower_layer::Stack;
 #[group(id = "gzip_args")]
 pub struct Args {
     /// Responses smaller than this many bytes are sent uncompressed.
-    #[arg(long, env = "GZIP_MIN_SIZE", default_value_t = tower_kit_gzip::DEFAULT_MIN_SIZE)]
+    #[arg(long, env = "GZIP_MIN_SIZE", default_value_t = tower_kit_compression::DEFAULT_MIN_SIZE)]
     pub gzip_min_size: u64,
 
     /// libdeflate level for bodies of known size, 1 (fastest) to 12 (smallest).
-    #[arg(long, env = "GZIP_LEVEL", default_value_t = tower_kit_gzip::DEFAULT_LEVEL)]
+    #[arg(long, env = "GZIP_LEVEL", default_value_t = tower_kit_compression::DEFAULT_LEVEL)]
     pub gzip_level: u32,
 
     /// Largest decoded gzip request body accepted, in bytes; larger uploads get 413.
-    #[arg(long, env = "GZIP_MAX_DECODED", default_value_t = tower_kit_gzip::DEFAULT_MAX_DECODED)]
+    #[arg(long, env = "GZIP_MAX_DECODED", default_value_t = tower_kit_compression::DEFAULT_MAX_DECODED)]
     pub gzip_max_decoded: usize,
 
     /// The most `GET /api/events` streams open at once; more get 503 with `Retry-After`.
@@ -46,17 +46,17 @@ pub const DEFAULT_EVENTS_MAX_IN_FLIGHT: usize = 256;
 impl Default for Args {
     fn default() -> Self {
         Self {
-            gzip_min_size: tower_kit_gzip::DEFAULT_MIN_SIZE,
-            gzip_level: tower_kit_gzip::DEFAULT_LEVEL,
-            gzip_max_decoded: tower_kit_gzip::DEFAULT_MAX_DECODED,
+            gzip_min_size: tower_kit_compression::DEFAULT_MIN_SIZE,
+            gzip_level: tower_kit_compression::DEFAULT_LEVEL,
+            gzip_max_decoded: tower_kit_compression::DEFAULT_MAX_DECODED,
             events_max_in_flight: DEFAULT_EVENTS_MAX_IN_FLIGHT,
         }
     }
 }
 
 /// Response compression with the demo's settings (also used inside the cache, on the cached routes).
-pub fn response_layer(args: &Args) -> Result<GzipLayer, tower_kit::core::ConfigError> {
-    GzipLayer::builder()
+pub fn response_layer(args: &Args) -> Result<CompressionLayer, tower_kit::core::ConfigError> {
+    CompressionLayer::builder()
         .min_size(args.gzip_min_size)
         .level(args.gzip_level)
         .build()
@@ -68,9 +68,11 @@ pub fn is_exempt_from_decoding(path: &str) -> bool {
 }
 
 /// Request decoding (inner; `/health` and `/metrics` exempt) and response compression (outer), as one layer.
-pub fn layers(args: &Args) -> Result<Stack<GzipRequestLayer, GzipLayer>, ConfigError> {
+pub fn layers(
+    args: &Args,
+) -> Result<Stack<RequestDecompressionLayer, CompressionLayer>, ConfigError> {
     let response = response_layer(args)?;
-    let request = GzipRequestLayer::builder()
+    let request = RequestDecompressionLayer::builder()
         .max_decoded(args.gzip_max_decoded)
         .exempt(|parts| is_exempt_from_decoding(parts.uri.path()))
         .build()?;

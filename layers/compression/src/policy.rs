@@ -20,7 +20,7 @@ pub enum SkipReason {
     Status,
     /// The response has a `Content-Range`.
     ContentRange,
-    /// `Cache-Control: no-transform`, with [`no_transform`](crate::GzipLayerBuilder::no_transform) respected.
+    /// `Cache-Control: no-transform`, with [`no_transform`](crate::CompressionLayerBuilder::no_transform) respected.
     NoTransform,
     /// No `Content-Type`, one the allowlist lacks, one the denylist holds, or gRPC.
     ContentType,

@@ -1,5 +1,5 @@
 //! A gzip bomb: about 10 MiB on the wire that would inflate to 10 GiB, generated on the fly, answered 413 by
-//! GzipRequestLayer after reading a sliver of it, with bounded memory. Its own test binary, so the process's peak
+//! RequestDecompressionLayer after reading a sliver of it, with bounded memory. Its own test binary, so the process's peak
 //! memory (VmHWM) is this test's.
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use std::{
     task::{Context, Poll},
 };
 use tower::{Layer, ServiceExt, service_fn};
-use tower_kit_gzip::{DecodedBody, GzipRequestLayer};
+use tower_kit_compression::{DecodedBody, RequestDecompressionLayer};
 
 const MIB: usize = 1024 * 1024;
 
@@ -145,14 +145,15 @@ async fn ten_gib_bomb_is_413_with_bounded_memory() {
         "bomb is {total} bytes"
     );
 
-    let service =
-        GzipRequestLayer::new().layer(service_fn(|_req: Request<DecodedBody<Bomb>>| async {
+    let service = RequestDecompressionLayer::new().layer(service_fn(
+        |_req: Request<DecodedBody<Bomb>>| async {
             panic!("the inner service must not be called");
             #[allow(unreachable_code)]
             Ok::<Response<http_body_util::Empty<Bytes>>, Infallible>(Response::new(
                 http_body_util::Empty::new(),
             ))
-        }));
+        },
+    ));
     let request = Request::post("/upload")
         .header(header::CONTENT_ENCODING, "gzip")
         .body(bomb)

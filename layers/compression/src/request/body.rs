@@ -9,7 +9,7 @@ use std::{
 };
 
 pin_project! {
-    /// The request body behind [`GzipRequest`](crate::GzipRequest): the original body when it was not encoded, or
+    /// The request body behind [`RequestDecompression`](crate::RequestDecompression): the original body when it was not encoded, or
     /// the decoded bytes.
     #[project = DecodedBodyProj]
     #[derive(Debug)]

@@ -1,21 +1,21 @@
 //! Gzip in an axum app: responses compressed, gzip uploads decoded, and an SSE stream flushed per event.
 //!
-//! `cargo run -p tower-kit-gzip --example gzip_axum`, then `curl --compressed -v localhost:3001/`.
+//! `cargo run -p tower-kit-compression --example gzip_axum`, then `curl --compressed -v localhost:3001/`.
 
 use axum::{
     Router,
     routing::{get, post},
 };
-use tower_kit_gzip::{GzipLayer, GzipRequestLayer};
+use tower_kit_compression::{CompressionLayer, RequestDecompressionLayer};
 
 // ANCHOR: app
 fn app() -> Result<Router, tower_kit_core::ConfigError> {
-    let compression = GzipLayer::builder()
+    let compression = CompressionLayer::builder()
         .min_size(1000) // the default: smaller bodies are not worth a gzip header
         .deny_content_type("text/csv") // add to the denylist
         .predicate(|request, _response| !request.uri.path().starts_with("/raw"))
         .build()?;
-    let decoding = GzipRequestLayer::builder()
+    let decoding = RequestDecompressionLayer::builder()
         .max_decoded(10 * 1024 * 1024)
         .build()?;
     Ok(Router::new()

@@ -1,9 +1,9 @@
-//! [`GzipLayer`]: the response compression settings and their builder.
+//! [`CompressionLayer`]: the response compression settings and their builder.
 
 use crate::{
     engine::MAX_ONESHOT_LEVEL,
     policy::{ContentTypes, MimePattern},
-    service::Gzip,
+    service::Compression,
 };
 use http::{HeaderMap, Method, Uri, response::Parts};
 use std::{fmt, sync::Arc, time::Duration};
@@ -23,7 +23,7 @@ pub const DEFAULT_OFFLOAD_THRESHOLD: u64 = 16 * 1024;
 /// Default idle time after which a stream's pending compressed bytes are flushed.
 pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_millis(100);
 
-/// What a [predicate](GzipLayerBuilder::predicate) sees of the request.
+/// What a [predicate](CompressionLayerBuilder::predicate) sees of the request.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     /// The request method.
@@ -36,7 +36,7 @@ pub struct RequestHead {
 
 type Predicate = Arc<dyn Fn(&RequestHead, &Parts) -> bool + Send + Sync>;
 
-/// The settings every [`Gzip`] service of one layer shares.
+/// The settings every [`Compression`] service of one layer shares.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) level: u32,
@@ -88,9 +88,9 @@ impl Default for Config {
 /// Compresses responses with gzip when the client accepts it. See the [crate docs](crate) for the rules.
 ///
 /// ```
-/// use tower_kit_gzip::GzipLayer;
+/// use tower_kit_compression::CompressionLayer;
 ///
-/// let layer = GzipLayer::builder()
+/// let layer = CompressionLayer::builder()
 ///     .min_size(512)
 ///     .deny_content_type("text/csv")
 ///     .build()
@@ -99,11 +99,11 @@ impl Default for Config {
 /// ```
 #[derive(Clone, Debug, Default)]
 #[must_use]
-pub struct GzipLayer {
+pub struct CompressionLayer {
     config: Arc<Config>,
 }
 
-impl GzipLayer {
+impl CompressionLayer {
     /// The defaults: one-shot level [`DEFAULT_LEVEL`], streaming level [`DEFAULT_STREAM_LEVEL`], `min_size` 1000 B,
     /// `max_buffered` 1 MiB, offload from [`DEFAULT_OFFLOAD_THRESHOLD`], idle flush after 100 ms, `no-transform`
     /// respected, SSE and NDJSON flushed per frame, the default content-type lists.
@@ -112,8 +112,8 @@ impl GzipLayer {
     }
 
     /// A builder starting from the defaults.
-    pub fn builder() -> GzipLayerBuilder {
-        GzipLayerBuilder {
+    pub fn builder() -> CompressionLayerBuilder {
+        CompressionLayerBuilder {
             config: Config::default(),
             allow: Vec::new(),
             deny: Vec::new(),
@@ -123,17 +123,17 @@ impl GzipLayer {
     }
 }
 
-impl<S> Layer<S> for GzipLayer {
-    type Service = Gzip<S>;
+impl<S> Layer<S> for CompressionLayer {
+    type Service = Compression<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Gzip::new(inner, Arc::clone(&self.config))
+        Compression::new(inner, Arc::clone(&self.config))
     }
 }
 
-/// Builds a [`GzipLayer`]; [`build`](Self::build) checks every value and names the bad one.
+/// Builds a [`CompressionLayer`]; [`build`](Self::build) checks every value and names the bad one.
 #[must_use]
-pub struct GzipLayerBuilder {
+pub struct CompressionLayerBuilder {
     config: Config,
     allow: Vec<String>,
     deny: Vec<String>,
@@ -141,9 +141,9 @@ pub struct GzipLayerBuilder {
     clear_defaults: bool,
 }
 
-impl fmt::Debug for GzipLayerBuilder {
+impl fmt::Debug for CompressionLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GzipLayerBuilder")
+        f.debug_struct("CompressionLayerBuilder")
             .field("config", &self.config)
             .field("allow", &self.allow)
             .field("deny", &self.deny)
@@ -153,7 +153,7 @@ impl fmt::Debug for GzipLayerBuilder {
     }
 }
 
-impl GzipLayerBuilder {
+impl CompressionLayerBuilder {
     /// libdeflate level of the one-shot engine, 1 (fastest) to 12 (smallest). Default [`DEFAULT_LEVEL`].
     pub fn level(mut self, level: u32) -> Self {
         self.config.level = level;
@@ -243,7 +243,7 @@ impl GzipLayerBuilder {
     }
 
     /// Checks the settings.
-    pub fn build(self) -> Result<GzipLayer, ConfigError> {
+    pub fn build(self) -> Result<CompressionLayer, ConfigError> {
         let mut config = self.config;
         if !(1..=MAX_ONESHOT_LEVEL).contains(&config.level) {
             return Err(ConfigError::new(
@@ -303,7 +303,7 @@ impl GzipLayerBuilder {
             }
             config.content_types.flush.push(pattern);
         }
-        Ok(GzipLayer {
+        Ok(CompressionLayer {
             config: Arc::new(config),
         })
     }
@@ -315,36 +315,46 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let field = |b: GzipLayerBuilder| b.build().unwrap_err().field();
-        assert_eq!(field(GzipLayer::builder().level(0)), "level");
-        assert_eq!(field(GzipLayer::builder().level(13)), "level");
-        assert_eq!(field(GzipLayer::builder().stream_level(0)), "stream_level");
-        assert_eq!(field(GzipLayer::builder().stream_level(10)), "stream_level");
+        let field = |b: CompressionLayerBuilder| b.build().unwrap_err().field();
+        assert_eq!(field(CompressionLayer::builder().level(0)), "level");
+        assert_eq!(field(CompressionLayer::builder().level(13)), "level");
         assert_eq!(
-            field(GzipLayer::builder().max_buffered(65 * 1024 * 1024)),
+            field(CompressionLayer::builder().stream_level(0)),
+            "stream_level"
+        );
+        assert_eq!(
+            field(CompressionLayer::builder().stream_level(10)),
+            "stream_level"
+        );
+        assert_eq!(
+            field(CompressionLayer::builder().max_buffered(65 * 1024 * 1024)),
             "max_buffered"
         );
         assert_eq!(
-            field(GzipLayer::builder().min_size(5000).max_buffered(4000)),
+            field(
+                CompressionLayer::builder()
+                    .min_size(5000)
+                    .max_buffered(4000)
+            ),
             "min_size"
         );
         assert_eq!(
-            field(GzipLayer::builder().idle_flush(Some(Duration::ZERO))),
+            field(CompressionLayer::builder().idle_flush(Some(Duration::ZERO))),
             "idle_flush"
         );
         assert_eq!(
-            field(GzipLayer::builder().allow_content_type("json")),
+            field(CompressionLayer::builder().allow_content_type("json")),
             "allow_content_type"
         );
         assert_eq!(
-            field(GzipLayer::builder().deny_content_type("*/*")),
+            field(CompressionLayer::builder().deny_content_type("*/*")),
             "deny_content_type"
         );
         assert_eq!(
-            field(GzipLayer::builder().flush_content_type("text/")),
+            field(CompressionLayer::builder().flush_content_type("text/")),
             "flush_content_type"
         );
-        let message = GzipLayer::builder()
+        let message = CompressionLayer::builder()
             .level(13)
             .build()
             .unwrap_err()
@@ -357,7 +367,7 @@ mod tests {
 
     #[test]
     fn good_values_build() {
-        let layer = GzipLayer::builder()
+        let layer = CompressionLayer::builder()
             .level(12)
             .stream_level(1)
             .min_size(0)

@@ -1,6 +1,6 @@
-//! [`GzipRequestLayer`] and its builder.
+//! [`RequestDecompressionLayer`] and its builder.
 
-use super::service::GzipRequest;
+use super::service::RequestDecompression;
 use http::request;
 use std::{fmt, sync::Arc};
 use tower_kit_core::ConfigError;
@@ -29,27 +29,27 @@ impl fmt::Debug for RequestConfig {
 /// Decodes gzip request bodies before the inner service sees them.
 ///
 /// - `Content-Encoding: gzip` (or `x-gzip`; `identity` members are ignored): the body is decoded, every member of
-///   a multi-member stream, into memory, up to [`max_decoded`](GzipRequestLayerBuilder::max_decoded) bytes; the
+///   a multi-member stream, into memory, up to [`max_decoded`](RequestDecompressionLayerBuilder::max_decoded) bytes; the
 ///   inner service gets the decoded bytes with an exact `Content-Length` and no `Content-Encoding`.
 /// - Over the cap: `413 Payload Too Large`, without reading further. Corrupt, truncated, or unreadable: `400`.
 /// - Any other coding, or gzip stacked on gzip: `415 Unsupported Media Type` with `Accept-Encoding: gzip`.
 /// - No `Content-Encoding`: the request passes through untouched.
 /// - No body (the body has ended or is exactly 0 bytes, or `Content-Length: 0`), whatever the `Content-Encoding`:
 ///   the request passes through untouched, so `GET /health` from a client that labels every request is not refused.
-/// - Requests the [`exempt`](GzipRequestLayerBuilder::exempt) predicate picks pass through untouched.
+/// - Requests the [`exempt`](RequestDecompressionLayerBuilder::exempt) predicate picks pass through untouched.
 #[derive(Clone, Debug)]
 #[must_use]
-pub struct GzipRequestLayer {
+pub struct RequestDecompressionLayer {
     config: Arc<RequestConfig>,
 }
 
-impl Default for GzipRequestLayer {
+impl Default for RequestDecompressionLayer {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl GzipRequestLayer {
+impl RequestDecompressionLayer {
     /// Decodes up to [`DEFAULT_MAX_DECODED`] (10 MiB).
     pub fn new() -> Self {
         Self {
@@ -61,32 +61,32 @@ impl GzipRequestLayer {
     }
 
     /// A builder starting from the defaults.
-    pub fn builder() -> GzipRequestLayerBuilder {
-        GzipRequestLayerBuilder {
+    pub fn builder() -> RequestDecompressionLayerBuilder {
+        RequestDecompressionLayerBuilder {
             max_decoded: DEFAULT_MAX_DECODED,
             exempt: None,
         }
     }
 }
 
-/// Builds a [`GzipRequestLayer`].
+/// Builds a [`RequestDecompressionLayer`].
 #[derive(Clone)]
 #[must_use]
-pub struct GzipRequestLayerBuilder {
+pub struct RequestDecompressionLayerBuilder {
     max_decoded: usize,
     exempt: Option<Exempt>,
 }
 
-impl fmt::Debug for GzipRequestLayerBuilder {
+impl fmt::Debug for RequestDecompressionLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GzipRequestLayerBuilder")
+        f.debug_struct("RequestDecompressionLayerBuilder")
             .field("max_decoded", &self.max_decoded)
             .field("exempt", &self.exempt.is_some())
             .finish()
     }
 }
 
-impl GzipRequestLayerBuilder {
+impl RequestDecompressionLayerBuilder {
     /// The most decoded bytes accepted, in bytes; more is answered 413. Default 10 MiB; at least 1, at most 1 GiB.
     pub fn max_decoded(mut self, bytes: usize) -> Self {
         self.max_decoded = bytes;
@@ -104,14 +104,14 @@ impl GzipRequestLayerBuilder {
     }
 
     /// Checks the settings.
-    pub fn build(self) -> Result<GzipRequestLayer, ConfigError> {
+    pub fn build(self) -> Result<RequestDecompressionLayer, ConfigError> {
         if self.max_decoded == 0 || self.max_decoded > 1 << 30 {
             return Err(ConfigError::new(
                 "max_decoded",
                 format!("must be 1 byte to 1 GiB (got {})", self.max_decoded),
             ));
         }
-        Ok(GzipRequestLayer {
+        Ok(RequestDecompressionLayer {
             config: Arc::new(RequestConfig {
                 max_decoded: self.max_decoded,
                 exempt: self.exempt,
@@ -120,11 +120,11 @@ impl GzipRequestLayerBuilder {
     }
 }
 
-impl<S> Layer<S> for GzipRequestLayer {
-    type Service = GzipRequest<S>;
+impl<S> Layer<S> for RequestDecompressionLayer {
+    type Service = RequestDecompression<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GzipRequest::new(inner, Arc::clone(&self.config))
+        RequestDecompression::new(inner, Arc::clone(&self.config))
     }
 }
 
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn bounds() {
         assert_eq!(
-            GzipRequestLayer::builder()
+            RequestDecompressionLayer::builder()
                 .max_decoded(0)
                 .build()
                 .unwrap_err()
@@ -143,11 +143,16 @@ mod tests {
             "max_decoded"
         );
         assert!(
-            GzipRequestLayer::builder()
+            RequestDecompressionLayer::builder()
                 .max_decoded((1 << 30) + 1)
                 .build()
                 .is_err()
         );
-        assert!(GzipRequestLayer::builder().max_decoded(1).build().is_ok());
+        assert!(
+            RequestDecompressionLayer::builder()
+                .max_decoded(1)
+                .build()
+                .is_ok()
+        );
     }
 }

@@ -1,7 +1,7 @@
-//! [`Gzip`]: the response compression service.
+//! [`Compression`]: the response compression service.
 
 use crate::{
-    body::GzipBody,
+    body::CompressionBody,
     future::{CallContext, ResponseFuture},
     layer::{Config, RequestHead},
     negotiate::accepts_gzip,
@@ -15,14 +15,14 @@ use std::{
 use tower_kit_core::ServerTiming;
 use tower_service::Service;
 
-/// Compresses the responses of `S`; made by [`GzipLayer`](crate::GzipLayer).
+/// Compresses the responses of `S`; made by [`CompressionLayer`](crate::CompressionLayer).
 #[derive(Clone, Debug)]
-pub struct Gzip<S> {
+pub struct Compression<S> {
     inner: S,
     config: Arc<Config>,
 }
 
-impl<S> Gzip<S> {
+impl<S> Compression<S> {
     pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
         Self { inner, config }
     }
@@ -43,13 +43,13 @@ impl<S> Gzip<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Gzip<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Compression<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
     ResBody::Error: Into<crate::BoxError>,
 {
-    type Response = Response<GzipBody<ResBody>>;
+    type Response = Response<CompressionBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
