@@ -123,7 +123,8 @@ impl std::fmt::Debug for LeaseRelease {
 pub struct StoreUsage {
     /// Values held (responses, variant records and hit-for-pass markers).
     pub entries: u64,
-    /// Their weight in bytes ([`StoredValue::weight`]).
+    /// Their weight in bytes: [`StoredValue::weight`] plus what the store spends per value (for [`MokaStore`], the
+    /// key, the tag index and moka's bookkeeping: the heap the store holds).
     pub bytes: u64,
 }
 
