@@ -4,12 +4,18 @@
 //! restart or pause its own server without disturbing the others. A missing `redis-server` binary fails the test
 //! with a message naming the Debian package to install (`redis-server`): Redis tests never skip silently.
 //!
+//! [`RedisCluster`]: a private Redis Cluster per test (three or more primaries on free ports, optional replicas,
+//! `cluster-require-full-coverage no`), made with `redis-cli --cluster create`, whose nodes a test can kill and
+//! restart one by one.
+//!
 //! ```no_run
 //! let server = tower_kit_test_support::RedisServer::start();
 //! let url = server.url(); // redis://127.0.0.1:<port>/
 //! # let _ = url;
 //! ```
 
+mod redis_cluster;
 mod redis_server;
 
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;

@@ -58,6 +58,11 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a fresh server (no persistence) and waits until it answers `PING`.
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// As [`start`](Self::start), with extra `redis-server` arguments (kept for restarts).
+    pub fn start_with(extra: Vec<String>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "tower-kit-redis-{}-{}",
             std::process::id(),
@@ -68,7 +73,7 @@ impl RedisServer {
             port: 0,
             child: None,
             dir,
-            extra: Vec::new(),
+            extra,
             tls_port: None,
         };
         // A port picked free can be taken before redis binds it: try a few.
@@ -160,6 +165,16 @@ impl RedisServer {
         }
         self.kill();
         false
+    }
+
+    /// The scratch directory the server runs in (`--dir`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Whether the process runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The port it listens on.

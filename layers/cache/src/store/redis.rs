@@ -140,9 +140,10 @@ impl RedisStore {
         self.inner.redis.breaker()
     }
 
-    /// The client (for a pub/sub connection on the same server).
-    pub(crate) fn client(&self) -> &Client {
-        self.inner.redis.client()
+    /// Clients for pub/sub: the server's, or one per seed node of a cluster (a message published on any node
+    /// reaches the subscribers of all nodes).
+    pub(crate) fn pubsub_clients(&self) -> Vec<Client> {
+        self.inner.redis.pubsub_clients()
     }
 
     /// Runs one command or pipeline on the shared connection (connecting first if needed), within the current

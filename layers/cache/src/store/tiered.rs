@@ -138,10 +138,17 @@ async fn apply(l1: &MokaStore, message: &str) {
 
 async fn listen(l1: MokaStore, l2: RedisStore, channel: Arc<str>, connected: Arc<AtomicU64>) {
     let retry = Duration::from_millis(200);
+    let clients = l2.pubsub_clients();
+    let mut next = 0usize;
     loop {
+        // On a cluster, any node will do: try the seeds in turn.
+        let Some(client) = clients.get(next % clients.len().max(1)).cloned() else {
+            return;
+        };
+        next = next.wrapping_add(1);
         let subscribed = async {
             let mut pubsub =
-                tokio::time::timeout(Duration::from_secs(1), l2.client().get_async_pubsub())
+                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
                     .await
                     .ok()?
                     .ok()?;

@@ -12,6 +12,8 @@ use futures_util::{
 use redis::{
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value,
     aio::{ConnectionLike, MultiplexedConnection},
+    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster_async::ClusterConnection,
 };
 use std::{
     fmt,
@@ -24,19 +26,30 @@ use std::{
 
 /// A connection to Redis, shared by every request of a store (clones are cheap handles on one connection).
 ///
-/// Today a single server (or a Sentinel-chosen primary) through one multiplexed connection; other kinds (Redis
-/// Cluster) will be further variants, so stores are written against [`ConnectionLike`], not against one kind.
+/// A single server through one multiplexed connection, or a Redis Cluster through the `redis` crate's async
+/// cluster connection (which routes each command by its keys' slot, follows `MOVED`/`ASK` redirects and refreshes
+/// the topology). Stores are written against [`ConnectionLike`], not against one kind.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Connection {
     /// One server, one multiplexed connection: concurrent commands are pipelined on it.
     Single(MultiplexedConnection),
+    /// A Redis Cluster (or Valkey cluster): one multiplexed connection per node, commands routed by slot.
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Single(_) => f.write_str("Connection::Single"),
+            Self::Cluster(_) => f.write_str("Connection::Cluster"),
         }
     }
 }
@@ -45,6 +58,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -56,12 +70,14 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -162,6 +178,8 @@ enum Slot {
 #[must_use]
 pub struct RedisClientBuilder {
     url: String,
+    /// Seed nodes of a cluster (empty: `url` names a single server).
+    cluster_nodes: Vec<String>,
     timeout: Duration,
     connect_timeout: Duration,
     failure_threshold: u32,
@@ -190,8 +208,15 @@ pub struct RedisClient {
     inner: Arc<Inner>,
 }
 
+/// What the client connects to.
+#[derive(Clone)]
+enum Target {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
 struct Inner {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
     timeout: Duration,
     breaker: CircuitBreaker,
@@ -199,14 +224,24 @@ struct Inner {
     on_transition: Option<OnTransition>,
     slot: Mutex<Slot>,
     generation: AtomicU64,
+    /// The cluster's seed nodes as `host:port` (no credentials), for `Debug`.
+    seeds: Vec<String>,
+    /// The cluster's seed URLs (credentials included), for pub/sub clients.
+    seed_urls: Vec<String>,
+    /// Per-node circuit breakers of a cluster.
+    nodes: Option<super::cluster::Nodes>,
 }
 
 impl fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.inner.client.get_connection_info();
-        f.debug_struct("RedisClient")
-            .field("addr", &info.addr().to_string())
-            .field("timeout", &self.inner.timeout)
+        let mut d = f.debug_struct("RedisClient");
+        match &self.inner.target {
+            Target::Single(client) => {
+                d.field("addr", &client.get_connection_info().addr().to_string())
+            }
+            Target::Cluster(_) => d.field("cluster_seeds", &self.inner.seeds),
+        };
+        d.field("timeout", &self.inner.timeout)
             .field("circuit_open", &self.inner.breaker.is_open())
             .finish_non_exhaustive()
     }
@@ -281,28 +316,49 @@ impl RedisClientBuilder {
                 "must be at least 1 (got 0)",
             ));
         }
-        match (self.url.split_once("://").map(|(s, _)| s), self.tls) {
-            (Some("redis"), _) | (Some("rediss"), Tls::Enabled) => {}
-            (Some("rediss"), Tls::Disabled(why)) => return Err(ConfigError::new("url", why)),
-            _ => {
-                return Err(ConfigError::new(
-                    "url",
-                    match self.tls {
-                        Tls::Enabled => "must start with redis:// or rediss://",
-                        Tls::Disabled(_) => "must start with redis://",
-                    },
-                ));
-            }
+        let cluster = !self.cluster_nodes.is_empty();
+        let field = if cluster { "cluster_nodes" } else { "url" };
+        let urls = if cluster {
+            self.cluster_nodes.clone()
+        } else {
+            vec![self.url.clone()]
+        };
+        for url in &urls {
+            check_scheme(field, url, self.tls)?;
         }
-        let client = Client::open(self.url.as_str()).map_err(|e| {
-            ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
-        })?;
+        let target = if cluster {
+            let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.timeout)
+                .build()
+                .map_err(|e| {
+                    ConfigError::new(
+                        field,
+                        format!("not valid Redis Cluster seed URLs: {}", e.category()),
+                    )
+                })?;
+            Target::Cluster(client)
+        } else {
+            Target::Single(Client::open(self.url.as_str()).map_err(|e| {
+                ConfigError::new("url", format!("not a valid Redis URL: {}", e.category()))
+            })?)
+        };
+        let seeds = if cluster {
+            urls.iter().map(|u| host_port(u)).collect()
+        } else {
+            Vec::new()
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.timeout));
         Ok(RedisClient {
             inner: Arc::new(Inner {
-                client,
+                target,
+                seeds,
+                seed_urls: if cluster { urls } else { Vec::new() },
+                nodes: cluster.then(|| {
+                    super::cluster::Nodes::new(self.failure_threshold, self.retry_interval)
+                }),
                 config,
                 timeout: self.timeout,
                 breaker: CircuitBreaker::new(self.failure_threshold, self.retry_interval),
@@ -315,6 +371,30 @@ impl RedisClientBuilder {
     }
 }
 
+fn check_scheme(field: &'static str, url: &str, tls: Tls) -> Result<(), ConfigError> {
+    match (url.split_once("://").map(|(s, _)| s), tls) {
+        (Some("redis"), _) | (Some("rediss"), Tls::Enabled) => Ok(()),
+        (Some("rediss"), Tls::Disabled(why)) => Err(ConfigError::new(field, why)),
+        _ => Err(ConfigError::new(
+            field,
+            match tls {
+                Tls::Enabled => "must start with redis:// or rediss://",
+                Tls::Disabled(_) => "must start with redis://",
+            },
+        )),
+    }
+}
+
+/// `host:port` of a URL, without credentials or path (for `Debug`).
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -325,6 +405,7 @@ impl RedisClient {
     pub fn builder(url: impl Into<String>) -> RedisClientBuilder {
         RedisClientBuilder {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
             failure_threshold: 3,
@@ -333,6 +414,36 @@ impl RedisClient {
             on_connect: None,
             on_transition: None,
         }
+    }
+
+    /// A builder on a Redis Cluster (or a Valkey cluster), given some of its nodes (`redis://host:port`; at least
+    /// one must answer when the first request connects): the client discovers the others, routes each command to
+    /// the node serving its keys' slot, follows `MOVED`/`ASK` redirects and topology changes, and keeps one
+    /// circuit breaker per node ([`run_keyed`](Self::run_keyed)). Same defaults as [`builder`](Self::builder).
+    pub fn cluster_builder<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> RedisClientBuilder {
+        let mut builder = Self::builder(String::new());
+        builder.cluster_nodes = nodes.into_iter().map(Into::into).collect();
+        if builder.cluster_nodes.is_empty() {
+            // An empty list is refused by `build`: keep it non-empty but invalid.
+            builder.cluster_nodes.push(String::new());
+        }
+        builder
+    }
+
+    /// Whether this client talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, Target::Cluster(_))
+    }
+
+    /// The nodes of a cluster whose circuit breaker is open, as `host:port` (empty for a single server).
+    pub fn open_nodes(&self) -> Vec<String> {
+        self.inner
+            .nodes
+            .as_ref()
+            .map(super::cluster::Nodes::open_nodes)
+            .unwrap_or_default()
     }
 
     /// The timeout of one request's Redis calls together.
@@ -345,9 +456,35 @@ impl RedisClient {
         &self.inner.breaker
     }
 
-    /// The underlying `redis::Client` (for a pub/sub connection to the same server).
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    /// The underlying `redis::Client` of a single server (for a pub/sub connection to the same server); `None`
+    /// for a cluster ([`cluster_client`](Self::cluster_client)).
+    pub fn client(&self) -> Option<&Client> {
+        match &self.inner.target {
+            Target::Single(client) => Some(client),
+            Target::Cluster(_) => None,
+        }
+    }
+
+    /// Plain clients for pub/sub: the server's, or one per seed node of a cluster (classic `PUBLISH` reaches the
+    /// subscribers of every node of a cluster, so a subscriber may use any node; try the next when one fails).
+    pub fn pubsub_clients(&self) -> Vec<Client> {
+        match &self.inner.target {
+            Target::Single(client) => vec![client.clone()],
+            Target::Cluster(_) => self
+                .inner
+                .seed_urls
+                .iter()
+                .filter_map(|url| Client::open(url.as_str()).ok())
+                .collect(),
+        }
+    }
+
+    /// The underlying `redis::cluster::ClusterClient` of a cluster; `None` for a single server.
+    pub fn cluster_client(&self) -> Option<&ClusterClient> {
+        match &self.inner.target {
+            Target::Single(_) => None,
+            Target::Cluster(client) => Some(client),
+        }
     }
 
     /// Runs one call on the shared connection (connecting first if needed), within the current request's
@@ -358,8 +495,36 @@ impl RedisClient {
         &self,
         call: impl AsyncFnOnce(&mut Connection) -> Result<T, E>,
     ) -> Result<T, CallError<E>> {
+        self.run_with(&self.inner.breaker, None, call).await
+    }
+
+    /// As [`run`](Self::run), for a call whose keys all live in the slot of `key` (one hash tag): on a cluster it
+    /// goes through the breaker of the node serving that slot, so a failing node fails only the keys in its slots
+    /// (the store-wide breaker until the slot map is known). On a single server, the same as `run`.
+    pub async fn run_keyed<T, E: Failure>(
+        &self,
+        key: &[u8],
+        call: impl AsyncFnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, CallError<E>> {
+        let node = self
+            .inner
+            .nodes
+            .as_ref()
+            .and_then(|nodes| nodes.breaker(super::cluster::slot(key)));
+        match node {
+            Some((_, breaker)) => self.run_with(&breaker, Some(()), call).await,
+            None => self.run_with(&self.inner.breaker, Some(()), call).await,
+        }
+    }
+
+    async fn run_with<T, E: Failure>(
+        &self,
+        breaker: &CircuitBreaker,
+        keyed: Option<()>,
+        call: impl AsyncFnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, CallError<E>> {
         let inner = &self.inner;
-        if inner.breaker.admit(Instant::now()) == Admission::Reject {
+        if breaker.admit(Instant::now()) == Admission::Reject {
             return Err(CallError::CircuitOpen);
         }
         let mut generation = None;
@@ -382,12 +547,18 @@ impl RedisClient {
             Err(CallError::TimedOut(_)) => (true, true),
             Err(CallError::CircuitOpen | CallError::NoRuntime) => (false, false),
         };
-        if let (true, Some(g)) = (breaks, generation) {
+        // A cluster connection reconnects to each node by itself: dropping it would disturb the healthy nodes.
+        if let (true, Some(g), false) = (breaks, generation, self.is_cluster()) {
             self.drop_connection(g);
         }
         let transition = match &result {
-            Ok(_) => inner.breaker.success(),
-            Err(_) if counts => inner.breaker.failure(Instant::now()),
+            Ok(_) => breaker.success(),
+            Err(_) if counts => {
+                if keyed.is_some() {
+                    self.refresh_slots();
+                }
+                breaker.failure(Instant::now())
+            }
             Err(_) => Transition::None,
         };
         if let (Transition::Opened | Transition::Closed, Some(f)) =
@@ -396,6 +567,40 @@ impl RedisClient {
             f(transition);
         }
         result
+    }
+
+    /// Reads the cluster's slot map again in a task of its own (at most every 500 ms), after a failure: a node
+    /// may have failed over.
+    fn refresh_slots(&self) {
+        let Some(nodes) = &self.inner.nodes else {
+            return;
+        };
+        if !nodes.claim_refresh(Instant::now()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let connection = match &*lock(&self.inner.slot) {
+            Slot::Ready(Connection::Cluster(connection), _) => connection.clone(),
+            _ => {
+                nodes.release_refresh();
+                return;
+            }
+        };
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut connection = connection;
+            if let Some(inner) = weak.upgrade()
+                && let Some(nodes) = &inner.nodes
+            {
+                let refresh = nodes.refresh(&mut connection);
+                let _ =
+                    tokio::time::timeout(inner.timeout.max(Duration::from_millis(500)), refresh)
+                        .await;
+                nodes.release_refresh();
+            }
+        });
     }
 
     /// The shared connection, connecting (in a task of its own) when there is none.
@@ -423,17 +628,30 @@ impl RedisClient {
     fn connect(&self) -> Option<Connecting> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let client = self.inner.client.clone();
+        let target = self.inner.target.clone();
         let config = self.inner.config.clone();
         let on_connect = self.inner.on_connect.clone();
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let task = runtime.spawn(async move {
             let result = async {
-                let connection = Connection::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                );
+                let connection = match target {
+                    Target::Single(client) => Connection::Single(
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?,
+                    ),
+                    Target::Cluster(client) => {
+                        let mut connection = client.get_async_connection().await?;
+                        if let Some(inner) = weak.upgrade()
+                            && let Some(nodes) = &inner.nodes
+                            && nodes.claim_refresh(Instant::now())
+                        {
+                            nodes.refresh(&mut connection).await;
+                            nodes.release_refresh();
+                        }
+                        Connection::Cluster(connection)
+                    }
+                };
                 if let Some(on_connect) = on_connect {
                     on_connect(connection.clone()).await?;
                 }

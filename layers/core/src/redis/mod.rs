@@ -3,14 +3,18 @@
 //! - [`RedisClient`]: URL checks, one shared connection made on first use with a connect timeout (a
 //!   [`Connection`] over [`redis::aio::ConnectionLike`], so other kinds of connection can join it), and every call
 //!   run within the request's [`Deadline`] and through the [`CircuitBreaker`].
+//! - Redis Cluster: [`RedisClient::cluster_builder`] takes seed nodes; each call whose keys share one hash tag
+//!   ([`RedisClient::run_keyed`], [`slot`]) goes through the circuit breaker of the node serving that slot.
 //! - [`Deadline`]: one deadline per request across all of its Redis calls.
 //! - [`CircuitBreaker`]: after repeated failures requests stop waiting for Redis; one probe per interval finds it
 //!   again.
 
 mod breaker;
 mod client;
+mod cluster;
 mod deadline;
 
 pub use breaker::{Admission, CircuitBreaker, Transition};
 pub use client::{CallError, Connection, Failure, RedisClient, RedisClientBuilder, Tls};
+pub use cluster::slot;
 pub use deadline::{Deadline, TimedOut, run};

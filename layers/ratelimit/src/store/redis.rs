@@ -76,6 +76,8 @@ struct Inner {
 #[must_use]
 pub struct RedisStoreBuilder {
     url: String,
+    /// Seed nodes of a Redis Cluster (empty: `url` names one server).
+    cluster_nodes: Vec<String>,
     prefix: String,
     timeout: Duration,
     connect_timeout: Duration,
@@ -97,6 +99,9 @@ pub enum RedisStoreError {
     Reply(&'static str),
     /// No tokio runtime to run the connection on.
     NoRuntime,
+    /// On a Redis Cluster, one request's policies keyed it differently: their states live in different slots,
+    /// which one script cannot touch. Give policies that share a layer the same key extractor.
+    CrossSlot,
 }
 
 impl fmt::Display for RedisStoreError {
@@ -109,6 +114,10 @@ impl fmt::Display for RedisStoreError {
             }
             Self::Reply(why) => write!(f, "unexpected reply from the rate-limit script: {why}"),
             Self::NoRuntime => f.write_str("the redis store needs a tokio runtime"),
+            Self::CrossSlot => f.write_str(
+                "on a redis cluster, the policies of one layer must key requests the same way \
+                 (their states must share one slot)",
+            ),
         }
     }
 }
@@ -136,6 +145,7 @@ impl Clone for RedisStoreError {
             Self::CircuitOpen => Self::CircuitOpen,
             Self::Reply(why) => Self::Reply(why),
             Self::NoRuntime => Self::NoRuntime,
+            Self::CrossSlot => Self::CrossSlot,
         }
     }
 }
@@ -149,9 +159,9 @@ impl Failure for RedisStoreError {
         }
     }
 
-    /// Every failure counts: a decision Redis could not make is a failure of the shared quota.
+    /// Every failure of Redis counts: a decision Redis could not make is a failure of the shared quota.
     fn counts_for_breaker(&self) -> bool {
-        true
+        !matches!(self, Self::CrossSlot)
     }
 }
 
@@ -180,6 +190,7 @@ impl RedisStoreError {
             Self::Timeout(_) => "timeout",
             Self::CircuitOpen => "circuit_open",
             Self::Reply(_) | Self::NoRuntime => "reply",
+            Self::CrossSlot => "cross_slot",
         }
     }
 }
@@ -191,10 +202,41 @@ impl RedisStore {
         Self::builder(url).build()
     }
 
+    /// A store on a Redis Cluster (or a Valkey cluster) given some of its nodes (`redis://host:port`), with the
+    /// defaults: see [`cluster_builder`](Self::cluster_builder).
+    pub fn cluster<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ConfigError> {
+        Self::cluster_builder(nodes).build()
+    }
+
+    /// A builder on a Redis Cluster, given some of its nodes (at least one must answer when the first request
+    /// connects; the others are discovered). Every state of one client key shares the key's hash tag, so each
+    /// decision is one script on one shard; the script is loaded on demand on the shard that answers `NOSCRIPT`;
+    /// each node has its own circuit breaker, so a failed primary only fails the keys in its slots.
+    pub fn cluster_builder<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> RedisStoreBuilder {
+        let mut builder = Self::builder(String::new());
+        builder.cluster_nodes = nodes.into_iter().map(Into::into).collect();
+        builder
+    }
+
+    /// Whether the store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.redis.is_cluster()
+    }
+
+    /// The cluster nodes whose circuit breaker is open, as `host:port` (empty on a single server).
+    pub fn open_nodes(&self) -> Vec<String> {
+        self.inner.redis.open_nodes()
+    }
+
     /// A builder on `url`: key prefix, timeouts, circuit breaker.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -292,14 +334,23 @@ impl RedisStoreBuilder {
                 "rediss:// (TLS) needs the `redis-tls` cargo feature of tower-kit-ratelimit",
             )
         };
-        let redis = RedisClient::builder(self.url)
+        let cluster = !self.cluster_nodes.is_empty();
+        let redis = if cluster {
+            RedisClient::cluster_builder(self.cluster_nodes)
+        } else {
+            RedisClient::builder(self.url)
+                // Loaded once per connection; `NOSCRIPT` later (restart, SCRIPT FLUSH) loads it again. A cluster
+                // loads it on demand, shard by shard (a down primary must not fail the connection).
+                .on_connect(|mut connection| {
+                    async move { load_script(&mut connection).await }.boxed()
+                })
+        };
+        let redis = redis
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .failure_threshold(self.failure_threshold)
             .retry_interval(self.retry_interval)
             .tls(tls)
-            // Loaded once per connection; `NOSCRIPT` later (restart, SCRIPT FLUSH) loads it again.
-            .on_connect(|mut connection| async move { load_script(&mut connection).await }.boxed())
             .on_transition(|transition| match transition {
                 Transition::Opened => {
                     metrics::gauge!(REDIS_CIRCUIT_OPEN).set(1.0);
@@ -345,6 +396,10 @@ fn join(seconds: i64, nanos: i64) -> Option<u64> {
 /// its reply.
 struct Call {
     command: Cmd,
+    /// The Redis key of the first check: its hash tag decides the slot (and the cluster node's breaker).
+    slot_key: String,
+    /// Whether the checks' keys have more than one hash tag (different client keys).
+    cross_slot: bool,
     quotas: [Option<Quota>; MAX_POLICIES],
     len: usize,
     cost: u32,
@@ -355,8 +410,16 @@ impl Call {
         let checks = &request.checks[..request.checks.len().min(MAX_POLICIES)];
         let mut command = redis::cmd("EVALSHA");
         command.arg(&inner.sha).arg(checks.len());
-        for c in checks {
-            command.arg(redis_key(&inner.prefix, c.policy, &c.key));
+        let mut slot_key = String::new();
+        let mut cross_slot = false;
+        for (i, c) in checks.iter().enumerate() {
+            let key = redis_key(&inner.prefix, c.policy, &c.key);
+            command.arg(&key);
+            if i == 0 {
+                slot_key = key;
+            } else {
+                cross_slot |= c.key != checks[0].key;
+            }
         }
         match now.map(split) {
             Some((s, ns)) => command.arg(s).arg(ns),
@@ -375,6 +438,8 @@ impl Call {
         }
         Self {
             command,
+            slot_key,
+            cross_slot,
             quotas,
             len: checks.len(),
             cost: request.cost,
@@ -422,13 +487,19 @@ impl Call {
 impl Inner {
     /// One decision is one request to Redis: connecting, loading the script and running it share one deadline.
     async fn decide(self: Arc<Self>, call: Call) -> Result<Decision, RedisStoreError> {
-        let result = Deadline::new()
-            .scope(
-                self.redis
-                    .run(async |connection| round_trip(connection, &call).await),
-            )
-            .await
-            .map_err(RedisStoreError::from);
+        let result = if call.cross_slot && self.redis.is_cluster() {
+            Err(RedisStoreError::CrossSlot)
+        } else {
+            Deadline::new()
+                .scope(
+                    self.redis
+                        .run_keyed(call.slot_key.as_bytes(), async |connection| {
+                            round_trip(connection, &call).await
+                        }),
+                )
+                .await
+                .map_err(RedisStoreError::from)
+        };
         if let Err(error) = &result {
             metrics::counter!(REDIS_ERRORS, "kind" => error.kind()).increment(1);
         }
@@ -442,14 +513,26 @@ async fn round_trip(
 ) -> Result<Decision, RedisStoreError> {
     let reply: Vec<i64> = match call.command.query_async(connection).await {
         Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            // Redis restarted, failed over or ran SCRIPT FLUSH since this connection loaded the script.
+            // Redis restarted, failed over or ran SCRIPT FLUSH since this connection loaded the script: `EVAL`
+            // with the same keys runs it and loads it, on the node (the cluster shard) that answered.
             metrics::counter!(REDIS_SCRIPT_RELOADS).increment(1);
-            load_script(connection).await?;
-            call.command.query_async(connection).await?
+            eval_command(&call.command).query_async(connection).await?
         }
         other => other?,
     };
     call.decision(&reply)
+}
+
+/// The `EVAL` twin of an `EVALSHA` command: the script's text instead of its SHA, the same keys and arguments.
+fn eval_command(evalsha: &Cmd) -> Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(GCRA_SCRIPT);
+    for arg in evalsha.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
 }
 
 async fn load_script(
