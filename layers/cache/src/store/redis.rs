@@ -81,6 +81,8 @@ impl fmt::Debug for RedisStore {
 #[must_use]
 pub struct RedisStoreBuilder {
     url: String,
+    /// Seed nodes of a Redis Cluster (empty: `url` names one server).
+    cluster_nodes: Vec<String>,
     prefix: String,
     timeout: Duration,
     connect_timeout: Duration,
@@ -100,6 +102,7 @@ impl RedisStore {
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -107,6 +110,37 @@ impl RedisStore {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             retry_interval: DEFAULT_RETRY_INTERVAL,
         }
+    }
+
+    /// A store on a Redis Cluster (or a Valkey cluster) given some of its nodes, with the defaults: see
+    /// [`cluster_builder`](Self::cluster_builder).
+    pub fn cluster<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ConfigError> {
+        Self::cluster_builder(nodes).build()
+    }
+
+    /// A builder on a Redis Cluster, given some of its nodes (`redis://host:port`; one must answer when the first
+    /// request connects, the others are discovered). Each operation on one key is one command on the shard of its
+    /// slot, through that node's circuit breaker (a failed primary only turns its keys into misses); prefix
+    /// invalidation, `clear` and `usage` walk every primary; a put updates its tag sets after the value, shard by
+    /// shard (not in one transaction).
+    pub fn cluster_builder<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> RedisStoreBuilder {
+        let mut builder = Self::builder(String::new());
+        builder.cluster_nodes = nodes.into_iter().map(Into::into).collect();
+        builder
+    }
+
+    /// Whether the store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.redis.is_cluster()
+    }
+
+    /// The cluster nodes whose circuit breaker is open, as `host:port` (empty on a single server).
+    pub fn open_nodes(&self) -> Vec<String> {
+        self.inner.redis.open_nodes()
     }
 
     /// The Redis key that holds the value of cache key `key`.
@@ -153,7 +187,87 @@ impl RedisStore {
         operation: &'static str,
         run: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        self.inner.redis.run(run).await.map_err(|e| {
+        let result = self.inner.redis.run(run).await;
+        self.check(operation, result)
+    }
+
+    /// As [`query`](Self::query), for a call whose keys all share the slot of `key`: on a cluster, through the
+    /// circuit breaker of the node serving it.
+    pub(crate) async fn query_keyed<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        run: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let result = self.inner.redis.run_keyed(key.as_bytes(), run).await;
+        self.check(operation, result)
+    }
+
+    /// Runs `cmd` on one node (`host:port`) of a cluster, or on the server.
+    async fn query_node<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        node: Option<&str>,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let route = node.and_then(by_address);
+        self.query(operation, async |c| match (c, route) {
+            (Connection::Cluster(c), Some(route)) => {
+                let value = c.route_command(cmd, route).await?;
+                T::from_redis_value(value).map_err(Into::into)
+            }
+            (c, _) => cmd.query_async(c).await,
+        })
+        .await
+    }
+
+    /// Runs `pipe` on one node (`host:port`) of a cluster, or on the server.
+    async fn pipeline_node<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        node: Option<&str>,
+        pipe: redis::Pipeline,
+    ) -> Result<Vec<T>, StoreError> {
+        let route = node.and_then(by_address);
+        self.query(operation, async |c| match (c, route) {
+            (
+                Connection::Cluster(c),
+                Some(redis::cluster_routing::RoutingInfo::SingleNode(route)),
+            ) => {
+                let n = pipe.len();
+                let values = c.route_pipeline(pipe, 0, n, route).await?;
+                values
+                    .into_iter()
+                    .map(|v| T::from_redis_value(v).map_err(Into::into))
+                    .collect()
+            }
+            (c, _) => pipe.query_async(c).await,
+        })
+        .await
+    }
+
+    /// The nodes a key-space walk must visit: every primary of a cluster (`Some("host:port")`), or the server.
+    async fn walk_nodes(&self, operation: &'static str) -> Result<Vec<Option<String>>, StoreError> {
+        if !self.inner.redis.is_cluster() {
+            return Ok(vec![None]);
+        }
+        let mut primaries = self.inner.redis.primaries();
+        if primaries.is_empty() {
+            // Not connected yet: one call connects and reads the slot map.
+            let _: String = self
+                .query(operation, async |c| redis::cmd("PING").query_async(c).await)
+                .await?;
+            primaries = self.inner.redis.primaries();
+        }
+        Ok(primaries.into_iter().map(Some).collect())
+    }
+
+    fn check<T>(
+        &self,
+        operation: &'static str,
+        result: Result<T, CallError<redis::RedisError>>,
+    ) -> Result<T, StoreError> {
+        result.map_err(|e| {
             let kind = match &e {
                 CallError::Call(e) if !e.breaks_connection() => "server",
                 CallError::TimedOut(_) => "timeout",
@@ -169,20 +283,17 @@ impl RedisStore {
     async fn scan(
         &self,
         operation: &'static str,
+        node: Option<&str>,
         cursor: u64,
         pattern: &str,
     ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
-        self.query(operation, async |c| {
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(c)
-                .await
-        })
-        .await
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        self.query_node(operation, node, cmd).await
     }
 
     /// Walks the key space with `SCAN`, removing what matches. The first step runs on the request's deadline (a
@@ -193,23 +304,38 @@ impl RedisStore {
         operation: &'static str,
         pattern: &str,
     ) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        let mut first = true;
+        for node in self.walk_nodes(operation).await? {
+            removed += self
+                .unlink_matching_on(operation, node.as_deref(), pattern, &mut first)
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    async fn unlink_matching_on(
+        &self,
+        operation: &'static str,
+        node: Option<&str>,
+        pattern: &str,
+        first: &mut bool,
+    ) -> Result<u64, StoreError> {
         let (mut cursor, mut removed) = (0, 0);
         let step = async |cursor: u64| -> Result<(u64, u64), StoreError> {
-            let (next, keys) = self.scan(operation, cursor, pattern).await?;
+            let (next, keys) = self.scan(operation, node, cursor, pattern).await?;
             let mut n = 0;
             if !keys.is_empty() {
-                n = self
-                    .query(operation, async |c| {
-                        redis::cmd("UNLINK").arg(&keys).query_async(c).await
-                    })
-                    .await?;
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                // The keys a node lists live on that node: one command there.
+                n = self.query_node(operation, node, unlink).await?;
             }
             Ok((next, n))
         };
-        let mut first = true;
         loop {
-            let (next, n) = if first {
-                first = false;
+            let (next, n) = if *first {
+                *first = false;
                 step(cursor).await?
             } else {
                 Deadline::new().scope(step(cursor)).await?
@@ -272,7 +398,12 @@ impl RedisStoreBuilder {
                 "must be more than zero",
             ));
         }
-        let redis = RedisClient::builder(self.url)
+        let redis = if self.cluster_nodes.is_empty() {
+            RedisClient::builder(self.url)
+        } else {
+            RedisClient::cluster_builder(self.cluster_nodes)
+        };
+        let redis = redis
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .failure_threshold(self.failure_threshold)
@@ -304,11 +435,45 @@ fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+impl RedisStore {
+    /// A put on a cluster: the value (one command on its shard), then each tag set on its own shard. Not one
+    /// transaction: a tag invalidation that runs in between may miss this entry.
+    async fn put_cluster(
+        &self,
+        key: &str,
+        rkey: &str,
+        raw: Vec<u8>,
+        value: &StoredValue,
+        ms: u64,
+    ) -> Result<(), StoreError> {
+        self.query_keyed("put", rkey, async |c| {
+            redis::cmd("SET")
+                .arg(rkey)
+                .arg(raw)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(c)
+                .await
+        })
+        .await?;
+        for tag in value.tags() {
+            let tkey = self.tag_key(tag);
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(&tkey).arg(key).ignore();
+            pipe.cmd("PEXPIRE").arg(&tkey).arg(ms).arg("NX").ignore();
+            pipe.cmd("PEXPIRE").arg(&tkey).arg(ms).arg("GT").ignore();
+            self.query_keyed("put", &tkey, async |c| pipe.query_async::<()>(c).await)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
         let rkey = self.redis_key(key);
         let raw: Option<Vec<u8>> = self
-            .query("get", async |c| {
+            .query_keyed("get", &rkey, async |c| {
                 redis::cmd("GET").arg(&rkey).query_async(c).await
             })
             .await?;
@@ -328,11 +493,14 @@ impl Store for RedisStore {
         if raw.len() > self.inner.max_entry_bytes {
             // Not stored; the old value must not outlive the new response either.
             let _: u64 = self
-                .query("put", async |c| {
+                .query_keyed("put", &rkey, async |c| {
                     redis::cmd("DEL").arg(&rkey).query_async(c).await
                 })
                 .await?;
             return Ok(());
+        }
+        if self.inner.redis.is_cluster() {
+            return self.put_cluster(key, &rkey, raw, &value, millis(ttl)).await;
         }
         let ms = millis(ttl);
         let mut pipe = redis::pipe();
@@ -357,7 +525,7 @@ impl Store for RedisStore {
     async fn remove(&self, key: &str) -> Result<bool, StoreError> {
         let rkey = self.redis_key(key);
         let n: u64 = self
-            .query("remove", async |c| {
+            .query_keyed("remove", &rkey, async |c| {
                 redis::cmd("DEL").arg(&rkey).query_async(c).await
             })
             .await?;
@@ -418,7 +586,7 @@ impl Store for RedisStore {
         let token = lease_token();
         let ms = millis(ttl);
         let taken: Option<String> = self
-            .query("lease", async |c| {
+            .query_keyed("lease", &lkey, async |c| {
                 redis::cmd("SET")
                     .arg(&lkey)
                     .arg(&token)
@@ -442,7 +610,7 @@ impl Store for RedisStore {
             rt.spawn(deadline.scope(async move {
                 let script = redis::Script::new(RELEASE_SCRIPT);
                 let _ = store
-                    .query::<u64>("release", async |c| {
+                    .query_keyed::<u64>("release", &lkey, async |c| {
                         script.key(&lkey).arg(&token).invoke_async(c).await
                     })
                     .await;
@@ -457,29 +625,42 @@ impl Store for RedisStore {
 
     async fn usage(&self) -> Result<StoreUsage, StoreError> {
         let pattern = format!("{}*", escape_glob(&self.redis_key("")));
-        let (mut cursor, mut usage) = (0, StoreUsage::default());
-        loop {
-            let (next, keys) = self.scan("usage", cursor, &pattern).await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("STRLEN").arg(k);
+        let mut usage = StoreUsage::default();
+        for node in self.walk_nodes("usage").await? {
+            let node = node.as_deref();
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan("usage", node, cursor, &pattern).await?;
+                if !keys.is_empty() {
+                    let mut pipe = redis::pipe();
+                    for k in &keys {
+                        pipe.cmd("STRLEN").arg(k);
+                    }
+                    let lens: Vec<u64> = self.pipeline_node("usage", node, pipe).await?;
+                    for len in lens.into_iter().filter(|l| *l > 0) {
+                        usage.entries += 1;
+                        usage.bytes += len;
+                    }
                 }
-                let lens: Vec<u64> = self
-                    .query("usage", async |c| pipe.query_async(c).await)
-                    .await?;
-                for len in lens.into_iter().filter(|l| *l > 0) {
-                    usage.entries += 1;
-                    usage.bytes += len;
+                if next == 0 {
+                    break;
                 }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         Ok(usage)
     }
+}
+
+/// `host:port` as a route to that node of a cluster.
+fn by_address(node: &str) -> Option<redis::cluster_routing::RoutingInfo> {
+    let (host, port) = node.rsplit_once(':')?;
+    Some(redis::cluster_routing::RoutingInfo::SingleNode(
+        redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        },
+    ))
 }
 
 /// Deletes the lease only if it still holds the releaser's token (it may have lapsed and been taken by another).

@@ -446,6 +446,16 @@ impl RedisClient {
             .unwrap_or_default()
     }
 
+    /// The primaries of a cluster as `host:port`, from the slot map read at connect and after failures (empty for
+    /// a single server, or before the first connection). For commands that must visit every primary (`SCAN`).
+    pub fn primaries(&self) -> Vec<String> {
+        self.inner
+            .nodes
+            .as_ref()
+            .map(super::cluster::Nodes::primaries)
+            .unwrap_or_default()
+    }
+
     /// The timeout of one request's Redis calls together.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout

@@ -95,6 +95,16 @@ impl Nodes {
         Some((Arc::clone(node), Arc::clone(breaker)))
     }
 
+    /// The primaries of the slot map, as `host:port`, sorted.
+    pub(crate) fn primaries(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut primaries: Vec<String> =
+            state.ranges.iter().map(|(_, _, n)| n.to_string()).collect();
+        primaries.sort();
+        primaries.dedup();
+        primaries
+    }
+
     /// The nodes whose breaker is open.
     pub(crate) fn open_nodes(&self) -> Vec<String> {
         let state = self.lock();
