@@ -15,7 +15,7 @@ fn main() {
     let rounds = 41;
     // The same store on a clock that costs an atomic load: what reading the time costs.
     let manual = InMemoryStore::builder()
-        .clock(tower_kit_ratelimit::ManualClock::new())
+        .clock(tower_kit_ratelimit::ManualMonotonicClock::new())
         .build()
         .unwrap();
     let (mut fast, mut full, mut no_clock) = (Vec::new(), Vec::new(), Vec::new());

@@ -30,6 +30,12 @@ pub fn retry_after_secs(after: Duration) -> u64 {
         .max(1)
 }
 
+/// `grpc-retry-pushback-ms`: `after` in milliseconds, rounded up (never earlier than the delay).
+fn pushback_millis(after: Duration) -> u64 {
+    let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    millis.saturating_add(u64::from(!after.subsec_nanos().is_multiple_of(1_000_000)))
+}
+
 /// A prepared refusal: the status, `Retry-After`, body and gRPC status of one layer's refusals, with the header
 /// values formatted once, when the layer is built.
 ///
@@ -79,11 +85,10 @@ impl RefusalResponse {
     /// `grpc-retry-pushback-ms` on gRPC ones.
     #[must_use]
     pub fn retry_after(mut self, after: Duration) -> Self {
-        let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
         self.retry_after = Some((
             after,
             HeaderValue::from(retry_after_secs(after)),
-            HeaderValue::from(millis),
+            HeaderValue::from(pushback_millis(after)),
         ));
         self
     }
@@ -120,6 +125,34 @@ impl RefusalResponse {
         } else {
             self.http_response()
         }
+    }
+
+    /// The response with `after` as its retry delay instead of the configured one, for a layer whose delay differs
+    /// per request (a rate limiter's true wait); `None` sends no `Retry-After` and no pushback.
+    pub fn to_response_after<B: From<Bytes>>(
+        &self,
+        grpc: bool,
+        after: Option<Duration>,
+    ) -> Response<B> {
+        let mut response: Response<B> = self.to_response(grpc);
+        let headers = response.headers_mut();
+        let name = if grpc {
+            header::HeaderName::from_static("grpc-retry-pushback-ms")
+        } else {
+            header::RETRY_AFTER
+        };
+        match after {
+            Some(after) if grpc => {
+                headers.insert(name, HeaderValue::from(pushback_millis(after)));
+            }
+            Some(after) => {
+                headers.insert(name, HeaderValue::from(retry_after_secs(after)));
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+        response
     }
 
     /// The plain HTTP refusal: the status, `Retry-After`, and the body as `text/plain; charset=utf-8`.
@@ -209,6 +242,33 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(resp.headers().is_empty());
         assert!(resp.body().is_empty());
+    }
+
+    #[test]
+    fn a_per_request_delay_replaces_the_configured_one_and_rounds_up() {
+        let r = RefusalResponse::new(StatusCode::TOO_MANY_REQUESTS)
+            .retry_after(Duration::from_secs(9))
+            .grpc(grpc::RESOURCE_EXHAUSTED, "limit");
+        let after = Some(Duration::from_micros(1_500_001));
+        let plain: Response<Bytes> = r.to_response_after(false, after);
+        let retry: Vec<_> = plain
+            .headers()
+            .get_all(header::RETRY_AFTER)
+            .iter()
+            .collect();
+        assert_eq!(retry, ["2"]);
+        let rpc: Response<Bytes> = r.to_response_after(true, after);
+        let pushback: Vec<_> = rpc
+            .headers()
+            .get_all("grpc-retry-pushback-ms")
+            .iter()
+            .collect();
+        assert_eq!(pushback, ["1501"], "rounded up, never before the delay");
+        assert!(rpc.headers().get(header::RETRY_AFTER).is_none());
+        let never: Response<Bytes> = r.to_response_after(false, None);
+        assert!(never.headers().get(header::RETRY_AFTER).is_none());
+        let never: Response<Bytes> = r.to_response_after(true, None);
+        assert!(never.headers().get("grpc-retry-pushback-ms").is_none());
     }
 
     #[test]

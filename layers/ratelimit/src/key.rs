@@ -1,7 +1,7 @@
 //! Keys: who a request is counted against.
 
 use crate::proxy::{TrustedProxies, prefix_mask};
-use http::{Extensions, HeaderMap, HeaderName, Request, request::Parts};
+use http::{Extensions, HeaderMap, HeaderName, Method, Request, Uri, request::Parts};
 use sha2::{Digest, Sha256};
 use std::{
     fmt,
@@ -210,6 +210,8 @@ type KeyFn = dyn Fn(&Parts) -> Option<Key> + Send + Sync;
 /// layer then splits the request); otherwise the request is read in place, never taken apart.
 #[derive(Clone, Copy)]
 pub(crate) struct Head<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) extensions: &'a Extensions,
     pub(crate) parts: Option<&'a Parts>,
@@ -218,6 +220,8 @@ pub(crate) struct Head<'a> {
 impl<'a> Head<'a> {
     pub(crate) fn of_parts(parts: &'a Parts) -> Self {
         Self {
+            method: &parts.method,
+            uri: &parts.uri,
             headers: &parts.headers,
             extensions: &parts.extensions,
             parts: Some(parts),
@@ -226,10 +230,21 @@ impl<'a> Head<'a> {
 
     pub(crate) fn of_request<B>(request: &'a Request<B>) -> Self {
         Self {
+            method: request.method(),
+            uri: request.uri(),
             headers: request.headers(),
             extensions: request.extensions(),
             parts: None,
         }
+    }
+}
+
+impl fmt::Debug for Head<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .finish_non_exhaustive()
     }
 }
 

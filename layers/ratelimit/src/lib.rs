@@ -13,7 +13,7 @@
 //!
 //! The backend is a trait, [`RateLimitStore`], whose semantics are defined in [`store`]; the in-process
 //! [`InMemoryStore`] is bounded (a key cap that evicts the least informative states first) and forgets idle keys
-//! without a background task. Its clock is injectable ([`ManualClock`]) for tests.
+//! without a background task. Its clock is injectable (core's [`MonotonicClock`]; [`ManualMonotonicClock`] in tests).
 //!
 //! # Example
 //!
@@ -73,7 +73,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod body;
-mod clock;
+mod builder;
+mod decide;
 mod future;
 pub mod headers;
 mod key;
@@ -82,17 +83,20 @@ mod log_limit;
 pub mod metrics;
 mod proxy;
 mod quota;
+mod refusal;
 mod service;
 pub mod store;
 
 pub use body::{BodyMode, KeepBody, WrapBody};
-pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use builder::RateLimitLayerBuilder;
 pub use future::ResponseFuture;
 pub use key::{DEFAULT_IPV6_PREFIX, Key, KeyExtractor, KeyKind, Route};
-pub use layer::{Policy, RateLimitBuilder, RateLimitLayer, Refusal, StoreFailure};
+pub use layer::{Policy, RateLimitLayer, StoreFailure};
 pub use proxy::{CidrList, ForwardedHeader, MAX_HOPS, TrustedProxies, TrustedProxiesBuilder};
 pub use quota::{MAX_WINDOW, Quota};
+pub use refusal::{Refusal, RefusalReason};
 pub use service::RateLimit;
 pub use store::{InMemoryStore, InMemoryStoreBuilder, RateLimitStore, StoreStats};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder, RedisStoreError};
+pub use tower_kit_core::{ManualMonotonicClock, MonotonicClock, SystemMonotonicClock};

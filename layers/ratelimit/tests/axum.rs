@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use std::net::SocketAddr;
 use tower::ServiceExt;
 use tower_kit_ratelimit::{
-    InMemoryStore, KeyExtractor, ManualClock, Policy, Quota, RateLimitLayer,
+    InMemoryStore, KeyExtractor, ManualMonotonicClock, Policy, Quota, RateLimitLayer,
 };
 
 fn get_req(path: &str) -> Request<axum::body::Body> {
@@ -19,7 +19,7 @@ fn get_req(path: &str) -> Request<axum::body::Body> {
 #[tokio::test]
 async fn router_layer_is_one_limit_across_routes() {
     let layer = RateLimitLayer::builder()
-        .store(InMemoryStore::with_clock(ManualClock::new()))
+        .store(InMemoryStore::with_clock(ManualMonotonicClock::new()))
         .policy(Policy::new("api", Quota::per_minute(nz(3))))
         .build()
         .unwrap();
@@ -61,7 +61,7 @@ async fn router_layer_is_one_limit_across_routes() {
 #[tokio::test]
 async fn per_route_keys_use_the_matched_path() {
     let layer = RateLimitLayer::builder()
-        .store(InMemoryStore::with_clock(ManualClock::new()))
+        .store(InMemoryStore::with_clock(ManualMonotonicClock::new()))
         .key(KeyExtractor::peer_ip().per_route())
         .policy(Policy::new("route", Quota::per_minute(nz(1))))
         .build()

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 use tower_kit_ratelimit::{
-    InMemoryStore, KeyExtractor, ManualClock, Policy, Quota, RateLimitLayer,
+    InMemoryStore, KeyExtractor, ManualMonotonicClock, Policy, Quota, RateLimitLayer,
     metrics::MISSING_CLIENT_ADDRESS,
 };
 
@@ -33,7 +33,7 @@ fn quota(limit: u32, window_secs: u64, burst: u32) -> Quota {
 /// hour is exactly right.
 #[tokio::test]
 async fn one_per_hour_burst_ten_headers_tell_the_truth() {
-    let clock = ManualClock::new();
+    let clock = ManualMonotonicClock::new();
     let mut svc = service(
         RateLimitLayer::builder()
             .store(InMemoryStore::with_clock(clock.clone()))
@@ -91,7 +91,7 @@ async fn headers_match_the_limiter_for_rate_window_burst_combinations() {
         let ctx = format!("{limit}/{window}s burst {burst}");
         let q = quota(limit, window, burst);
         let (units, w) = q.advertised();
-        let clock = ManualClock::new();
+        let clock = ManualMonotonicClock::new();
         let mut svc = service(
             RateLimitLayer::builder()
                 .store(InMemoryStore::with_clock(clock.clone()))

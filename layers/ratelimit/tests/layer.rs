@@ -12,7 +12,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -20,13 +20,13 @@ use std::{
 use tower::ServiceExt;
 use tower_kit_core::ServerTiming;
 use tower_kit_ratelimit::{
-    CidrList, ForwardedHeader, InMemoryStore, Key, KeyExtractor, ManualClock, Policy, Quota,
-    RateLimitLayer, RateLimitStore, StoreFailure, TrustedProxies,
+    CidrList, ForwardedHeader, InMemoryStore, Key, KeyExtractor, ManualMonotonicClock, Policy,
+    Quota, RateLimitLayer, RateLimitStore, RefusalReason, StoreFailure, TrustedProxies,
     store::{Check, CheckRequest, Decision, PolicyId},
 };
 
-fn fake_store() -> (InMemoryStore<ManualClock>, ManualClock) {
-    let clock = ManualClock::new();
+fn fake_store() -> (InMemoryStore<ManualMonotonicClock>, ManualMonotonicClock) {
+    let clock = ManualMonotonicClock::new();
     (InMemoryStore::with_clock(clock.clone()), clock)
 }
 
@@ -497,31 +497,45 @@ async fn grpc_requests_get_resource_exhausted() {
     let r = send(&mut svc, grpc()).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "grpc-status").as_deref(), Some("8"));
-    assert_eq!(header(&r, "retry-after").as_deref(), Some("60"));
+    // gRPC clients read the wait from `grpc-retry-pushback-ms` (exact, rounded up), not `Retry-After`.
+    assert_eq!(
+        header(&r, "grpc-retry-pushback-ms").as_deref(),
+        Some("60000")
+    );
+    assert!(header(&r, "retry-after").is_none());
     assert!(header(&r, "ratelimit").is_some());
     assert!(r.into_body().collect().await.unwrap().to_bytes().is_empty());
 }
 
 #[tokio::test]
-async fn a_hook_builds_the_refusal_and_the_layer_completes_headers() {
+async fn map_refusal_builds_the_refusal_and_the_layer_completes_headers() {
     let (store, _clock) = fake_store();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = Arc::clone(&seen);
     let mut svc = service(
         RateLimitLayer::builder()
             .store(store)
             .policy(Policy::new("p", Quota::per_minute(nz(1))))
-            .on_refusal(|parts, refusal| {
+            .on_refusal(move |refusal| {
+                seen2.lock().unwrap().push((
+                    refusal.reason(),
+                    refusal.uri().path().to_owned(),
+                    refusal.retry_after(),
+                ));
+            })
+            .map_refusal(|refusal, response| {
                 let body = format!(
                     "{{\"error\":\"slow down\",\"path\":\"{}\",\"retry_after\":{},\"policies\":{}}}",
-                    parts.uri.path(),
+                    refusal.uri().path(),
                     refusal.retry_after().unwrap().as_secs(),
                     refusal.policies().len()
                 );
-                Response::builder()
+                *response = Response::builder()
                     .status(StatusCode::SERVICE_UNAVAILABLE)
                     .header("content-type", "application/json")
                     .header("ratelimit", "custom")
                     .body(Bytes::from(body))
-                    .unwrap()
+                    .unwrap();
             }),
     );
     send(&mut svc, request(peer("192.0.2.1:1"))).await;
@@ -538,6 +552,71 @@ async fn a_hook_builds_the_refusal_and_the_layer_completes_headers() {
     assert_eq!(
         body,
         r#"{"error":"slow down","path":"/","retry_after":60,"policies":1}"#
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            RefusalReason::QuotaExceeded,
+            "/".to_owned(),
+            Some(Duration::from_secs(60))
+        )]
+    );
+}
+
+#[tokio::test]
+async fn on_refusal_alone_keeps_the_default_response_and_the_short_path() {
+    let (store, _clock) = fake_store();
+    let count = Arc::new(AtomicUsize::new(0));
+    let count2 = Arc::clone(&count);
+    let mut svc = service(
+        RateLimitLayer::builder()
+            .store(store)
+            .policy(Policy::new("p", Quota::per_minute(nz(1))))
+            .on_refusal(move |refusal| {
+                assert_eq!(refusal.reason(), RefusalReason::QuotaExceeded);
+                count2.fetch_add(1, Ordering::SeqCst);
+            }),
+    );
+    assert_eq!(
+        send(&mut svc, request(peer("192.0.2.1:1"))).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 0, "admitted: not told");
+    let r = send(&mut svc, request(peer("192.0.2.1:1"))).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("60"));
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "rate limit exceeded\n");
+}
+
+#[tokio::test]
+async fn a_cost_above_the_burst_is_refused_for_good() {
+    let (store, _clock) = fake_store();
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let reasons2 = Arc::clone(&reasons);
+    let mut svc = service(
+        RateLimitLayer::builder()
+            .store(store)
+            .policy(Policy::new("p", Quota::per_minute(nz(2))))
+            .cost(|_| 3)
+            .refusal_status(StatusCode::SERVICE_UNAVAILABLE)
+            .refusal_body("")
+            .on_refusal(move |refusal| {
+                reasons2
+                    .lock()
+                    .unwrap()
+                    .push((refusal.reason(), refusal.retry_after()));
+            }),
+    );
+    let r = send(&mut svc, request(peer("192.0.2.1:1"))).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(header(&r, "retry-after").is_none(), "never admissible");
+    assert!(header(&r, "content-type").is_none());
+    assert!(r.into_body().collect().await.unwrap().to_bytes().is_empty());
+    assert_eq!(
+        *reasons.lock().unwrap(),
+        [(RefusalReason::CostAboveBurst, None)]
     );
 }
 
@@ -708,7 +787,7 @@ async fn one_layer_is_one_limit_across_services_and_clones() {
         .policy(Policy::new("p", Quota::per_minute(nz(2))))
         .build()
         .unwrap();
-    let make = |layer: &RateLimitLayer<InMemoryStore<ManualClock>>| {
+    let make = |layer: &RateLimitLayer<InMemoryStore<ManualMonotonicClock>>| {
         tower::ServiceBuilder::new()
             .layer(layer.clone())
             .service_fn(|_req: Request<Full<Bytes>>| async {
@@ -762,7 +841,7 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn key_cap_holds_under_a_million_random_ipv6_keys_and_a_throttled_key_stays_throttled() {
-    let clock = ManualClock::new();
+    let clock = ManualMonotonicClock::new();
     let store = InMemoryStore::builder()
         .max_keys(10_000)
         .clock(clock.clone())

@@ -12,25 +12,25 @@ use std::{
     time::Duration,
 };
 use tower_kit_ratelimit::{
-    InMemoryStore, ManualClock, RateLimitStore,
+    InMemoryStore, ManualMonotonicClock, RateLimitStore,
     store::{CheckRequest, Decision},
 };
 
 struct FakeClock {
-    clock: ManualClock,
-    store: InMemoryStore<ManualClock>,
+    clock: ManualMonotonicClock,
+    store: InMemoryStore<ManualMonotonicClock>,
 }
 
 impl FakeClock {
     fn new() -> Self {
-        let clock = ManualClock::new();
+        let clock = ManualMonotonicClock::new();
         let store = InMemoryStore::with_clock(clock.clone());
         Self { clock, store }
     }
 }
 
 impl Harness for FakeClock {
-    type Store = InMemoryStore<ManualClock>;
+    type Store = InMemoryStore<ManualMonotonicClock>;
     fn store(&self) -> Self::Store {
         self.store.clone()
     }
@@ -46,7 +46,7 @@ async fn in_memory_store_passes_the_suite() {
 
 /// Answers on the second poll (after waking the task), as a networked store would.
 #[derive(Clone)]
-struct Deferred(InMemoryStore<ManualClock>);
+struct Deferred(InMemoryStore<ManualMonotonicClock>);
 
 struct DeferredFuture {
     decision: Option<Decision>,

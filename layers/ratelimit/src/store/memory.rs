@@ -3,7 +3,7 @@
 use super::{
     Check, CheckRequest, Decision, MAX_POLICIES, PolicyId, PolicyOutcome, RateLimitStore, gcra,
 };
-use crate::{Clock, Key, MonotonicClock};
+use crate::Key;
 use hashbrown::HashTable;
 use std::{
     convert::Infallible,
@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 use tower_kit_core::ConfigError;
+use tower_kit_core::{MonotonicClock, SystemMonotonicClock};
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -47,11 +48,11 @@ pub struct StoreStats {
 ///
 /// Clones share the same states (an `Arc`), so one store can back several layers and a clone can read
 /// [`stats`](Self::stats).
-pub struct InMemoryStore<C: Clock = MonotonicClock> {
+pub struct InMemoryStore<C: MonotonicClock = SystemMonotonicClock> {
     inner: Arc<Inner<C>>,
 }
 
-impl<C: Clock> Clone for InMemoryStore<C> {
+impl<C: MonotonicClock> Clone for InMemoryStore<C> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -59,7 +60,7 @@ impl<C: Clock> Clone for InMemoryStore<C> {
     }
 }
 
-impl<C: Clock> fmt::Debug for InMemoryStore<C> {
+impl<C: MonotonicClock> fmt::Debug for InMemoryStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryStore")
             .field("shards", &self.inner.shards.len())
@@ -101,7 +102,7 @@ struct Slot {
 
 /// Configures an [`InMemoryStore`].
 #[derive(Debug)]
-pub struct InMemoryStoreBuilder<C = MonotonicClock> {
+pub struct InMemoryStoreBuilder<C = SystemMonotonicClock> {
     max_keys: usize,
     sweep_interval: Duration,
     clock: C,
@@ -110,7 +111,7 @@ pub struct InMemoryStoreBuilder<C = MonotonicClock> {
 impl InMemoryStore {
     /// A store on the real clock with the defaults (100 000 states at most, idle sweep every 10 s).
     pub fn new() -> Self {
-        Self::with_clock(MonotonicClock::new())
+        Self::with_clock(SystemMonotonicClock::new())
     }
 
     /// A builder to set the key cap, the idle sweep interval and the clock.
@@ -118,7 +119,7 @@ impl InMemoryStore {
         InMemoryStoreBuilder {
             max_keys: DEFAULT_MAX_KEYS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
-            clock: MonotonicClock::new(),
+            clock: SystemMonotonicClock::new(),
         }
     }
 }
@@ -129,8 +130,8 @@ impl Default for InMemoryStore {
     }
 }
 
-impl<C: Clock> InMemoryStore<C> {
-    /// A store with the defaults on `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+impl<C: MonotonicClock> InMemoryStore<C> {
+    /// A store with the defaults on `clock` (a [`ManualMonotonicClock`](tower_kit_core::ManualMonotonicClock) in tests).
     pub fn with_clock(clock: C) -> Self {
         Self::build(DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL, clock)
     }
@@ -197,8 +198,8 @@ impl<C> InMemoryStoreBuilder<C> {
         self
     }
 
-    /// The clock (default: [`MonotonicClock`]).
-    pub fn clock<C2: Clock>(self, clock: C2) -> InMemoryStoreBuilder<C2> {
+    /// The clock (default: [`SystemMonotonicClock`]).
+    pub fn clock<C2: MonotonicClock>(self, clock: C2) -> InMemoryStoreBuilder<C2> {
         InMemoryStoreBuilder {
             max_keys: self.max_keys,
             sweep_interval: self.sweep_interval,
@@ -209,7 +210,7 @@ impl<C> InMemoryStoreBuilder<C> {
     /// The store; fails when `max_keys` is 0.
     pub fn build(self) -> Result<InMemoryStore<C>, ConfigError>
     where
-        C: Clock,
+        C: MonotonicClock,
     {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1 (got 0)"));
@@ -222,7 +223,7 @@ impl<C> InMemoryStoreBuilder<C> {
     }
 }
 
-impl<C: Clock> RateLimitStore for InMemoryStore<C> {
+impl<C: MonotonicClock> RateLimitStore for InMemoryStore<C> {
     type Error = Infallible;
     type Future = std::future::Ready<Result<Decision, Infallible>>;
 
@@ -257,7 +258,7 @@ fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<C: Clock> Inner<C> {
+impl<C: MonotonicClock> Inner<C> {
     /// The hash of a state: two folded multiplies (foldhash's mixing step) of the key's words and the policy id,
     /// keyed by the store's random seeds, so clients cannot aim keys at one bucket without knowing them.
     #[inline]
@@ -465,16 +466,17 @@ impl<C: Clock> Inner<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ManualClock, Quota};
+    use crate::Quota;
     use std::num::NonZeroU32;
+    use tower_kit_core::ManualMonotonicClock;
 
     fn quota(limit: u32, burst: u32) -> Quota {
         Quota::per_second(NonZeroU32::new(limit).unwrap())
             .with_burst(NonZeroU32::new(burst).unwrap())
     }
 
-    fn store(max_keys: usize) -> (InMemoryStore<ManualClock>, ManualClock) {
-        let clock = ManualClock::new();
+    fn store(max_keys: usize) -> (InMemoryStore<ManualMonotonicClock>, ManualMonotonicClock) {
+        let clock = ManualMonotonicClock::new();
         let store = InMemoryStore::builder()
             .max_keys(max_keys)
             .clock(clock.clone())
@@ -483,7 +485,7 @@ mod tests {
         (store, clock)
     }
 
-    fn one(store: &InMemoryStore<ManualClock>, key: Key, q: Quota) -> Decision {
+    fn one(store: &InMemoryStore<ManualMonotonicClock>, key: Key, q: Quota) -> Decision {
         store.decide(&CheckRequest {
             checks: &[Check {
                 policy: PolicyId::of("p"),

@@ -21,7 +21,7 @@ use std::{
 };
 use tower::{Service, ServiceExt};
 use tower_kit_core::PolicyBody;
-use tower_kit_ratelimit::{Policy, Quota, RateLimitBuilder, RateLimitLayer, RateLimitStore};
+use tower_kit_ratelimit::{Policy, Quota, RateLimitLayer, RateLimitLayerBuilder, RateLimitStore};
 
 pub fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -52,7 +52,7 @@ pub type Svc = tower::util::BoxCloneService<
 >;
 
 /// A layer over an echo service that answers 200 "ok".
-pub fn service<St: RateLimitStore + Clone>(builder: RateLimitBuilder<St>) -> Svc {
+pub fn service<St: RateLimitStore + Clone>(builder: RateLimitLayerBuilder<St>) -> Svc {
     let layer = builder.build().unwrap();
     tower::util::BoxCloneService::new(tower::ServiceBuilder::new().layer(layer).service_fn(
         |_req: Request<Full<Bytes>>| async {
