@@ -93,9 +93,16 @@ impl RedisCluster {
                 let nodes = self
                     .cli(n.port(), &["CLUSTER", "NODES"])
                     .unwrap_or_default();
+                let replication = self
+                    .cli(n.port(), &["INFO", "replication"])
+                    .unwrap_or_default();
+                // A replica that never synced with its primary would not take over from it.
+                let synced = !replication.contains("role:slave")
+                    || replication.contains("master_link_status:up");
                 info.contains("cluster_state:ok")
                     && info.contains("cluster_slots_assigned:16384")
                     && nodes.lines().filter(|l| !l.contains("handshake")).count() == total
+                    && synced
             });
             if ok {
                 return;
@@ -153,6 +160,12 @@ impl RedisCluster {
 
     /// The index of the node that serves `key` as primary now (by `CLUSTER NODES` from a running node).
     pub fn primary_of(&self, key: &str) -> usize {
+        self.try_primary_of(key)
+            .unwrap_or_else(|| panic!("no primary serves the slot of {key:?}"))
+    }
+
+    /// The index of the node that serves `key` as primary now, if one does (none while a failover is under way).
+    pub fn try_primary_of(&self, key: &str) -> Option<usize> {
         let slot = self.slot(key);
         let nodes = self
             .cli(self.running_port(), &["CLUSTER", "NODES"])
@@ -180,11 +193,11 @@ impl RedisCluster {
                     .and_then(|a| a.rsplit(':').next())
                     .and_then(|p| p.parse().ok());
                 if let Some(i) = self.nodes.iter().position(|n| Some(n.port()) == port) {
-                    return i;
+                    return Some(i);
                 }
             }
         }
-        panic!("no primary serves slot {slot} of {key:?}");
+        None
     }
 
     /// A key (made from `prefix` and a counter) whose slot is served by the primary at `index`.
@@ -211,7 +224,7 @@ impl RedisCluster {
     /// is ok.
     pub fn wait_failover(&self, index: usize, key: &str, within: Duration) {
         let deadline = Instant::now() + within;
-        while self.primary_of(key) == index {
+        while self.try_primary_of(key).is_none_or(|i| i == index) {
             assert!(
                 Instant::now() < deadline,
                 "no replica took over from node {index} within {within:?}"
