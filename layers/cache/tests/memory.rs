@@ -11,12 +11,20 @@
 mod redis_server;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{StreamExt, stream};
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full};
 use redis_server::RedisServer;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use std::{alloc::System, convert::Infallible, fmt::Write as _, time::Duration};
+use std::{
+    alloc::System,
+    convert::Infallible,
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_kit_cache::{CacheLayer, Entry, MokaStore, RedisStore, Store, TieredStore};
 use tower_kit_compression::CompressionLayer;
@@ -34,7 +42,7 @@ fn entries() -> usize {
         .unwrap_or(12_000)
 }
 /// Requests in flight at once.
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 16;
 /// The buffer each origin response is sliced from (hyper's first read buffer is 8 KiB and grows).
 const ORIGIN_BUFFER: usize = 16 * 1024;
 
@@ -168,27 +176,42 @@ async fn run<St: Store + Clone>(case: Case, store: St, l1: &MokaStore) {
 /// [`entries`] requests for distinct URLs, `CONCURRENCY` at a time, each response read to its end.
 async fn send<S, B>(case: Case, service: S)
 where
-    S: Service<Request<()>, Response = Response<B>, Error = Infallible> + Clone,
-    B: http_body::Body,
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
     B::Error: std::fmt::Debug,
 {
-    stream::iter(0..entries())
-        .map(|i| {
-            let service = service.clone();
-            async move {
+    // Workers on the runtime's threads take URL numbers from one counter.
+    let total = entries();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (service, next) = (service.clone(), Arc::clone(&next));
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
                 let mut request = Request::get(format!("/api/items?x={i}"));
                 if case.gzip {
                     request = request.header(header::ACCEPT_ENCODING, "gzip");
                 }
-                let response = service.oneshot(request.body(()).unwrap()).await.unwrap();
+                let response = service
+                    .clone()
+                    .oneshot(request.body(()).unwrap())
+                    .await
+                    .unwrap();
                 assert_eq!(response.status(), 200);
                 let body = response.into_body().collect().await.unwrap().to_bytes();
                 assert!(!body.is_empty());
             }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<()>()
-        .await;
+        });
+    }
+    while let Some(worker) = workers.join_next().await {
+        worker.unwrap();
+    }
 }
 
 /// Waits until the live heap stops moving (writes to Redis landed, connections closed), at most 30 s.
