@@ -36,6 +36,11 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn open(counters: Arc<RouteCounters>) -> Self {
+        metrics::describe_histogram!(
+            names::CONNECTION_DURATION,
+            metrics::Unit::Seconds,
+            "How long closed WebSocket connections were open."
+        );
         let route = metrics::SharedString::from(counters.route.to_string());
         let with_direction = |name: &'static str, direction: &'static str| metrics::counter!(name, names::ROUTE => route.clone(), names::DIRECTION => direction);
         let this = Self {
