@@ -326,10 +326,12 @@ impl RedisStore {
             let (next, keys) = self.scan(operation, node, cursor, pattern).await?;
             let mut n = 0;
             if !keys.is_empty() {
-                let mut unlink = redis::cmd("UNLINK");
-                unlink.arg(&keys);
-                // The keys a node lists live on that node: one command there.
-                n = self.query_node(operation, node, unlink).await?;
+                // Routed by key: on a cluster, the client splits it into one `UNLINK` per slot and adds the counts.
+                n = self
+                    .query(operation, async |c| {
+                        redis::cmd("UNLINK").arg(&keys).query_async(c).await
+                    })
+                    .await?;
             }
             Ok((next, n))
         };

@@ -1,0 +1,211 @@
+//! The Redis and tiered stores on a local Redis Cluster (three primaries, `cluster-require-full-coverage no`,
+//! started by the shared test support for each test): the conformance suite, one cache shared by two servers
+//! seeded with different nodes, L1 invalidation across them, and one primary killed (its keys become misses
+//! served by the origin, never a 5xx; the others stay hits) then restarted.
+#![cfg(all(feature = "redis", feature = "conformance"))]
+
+mod common;
+
+use common::*;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+use tower::Layer;
+use tower_kit_cache::{CacheLayer, MokaStore, RedisStore, Store, TieredStore, store::conformance};
+use tower_kit_test_support::RedisCluster;
+
+static PREFIXES: AtomicUsize = AtomicUsize::new(0);
+
+fn sturdy(seeds: &[String], prefix: &str) -> RedisStore {
+    RedisStore::cluster_builder(seeds.iter().cloned())
+        .prefix(prefix)
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+fn fresh(seeds: &[String]) -> RedisStore {
+    let prefix = format!("c{}:", PREFIXES.fetch_add(1, Ordering::Relaxed));
+    sturdy(seeds, &prefix)
+}
+
+const FRESH: &[(&str, &str)] = &[("cache-control", "public, max-age=60")];
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_on_a_cluster_passes_the_conformance_suite() {
+    let cluster = RedisCluster::start(3);
+    let seeds = cluster.urls();
+    assert!(fresh(&seeds).is_cluster());
+    conformance::run(|_| fresh(&seeds)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_store_on_a_cluster_passes_the_conformance_suite() {
+    let cluster = RedisCluster::start(3);
+    let seeds = cluster.urls();
+    conformance::run(|cap| TieredStore::new(MokaStore::new(cap), fresh(&seeds))).await;
+}
+
+/// Two servers, each given a different single seed node: a response cached through one is a hit through the
+/// other, and an invalidation through one purges the other's L1 (a cluster-wide `PUBLISH`), whatever node each
+/// subscribed to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_different_nodes_share_one_cache_and_invalidations() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    let origin = Origin::fixed(Answer::ok(FRESH, "v"));
+    let store_a = TieredStore::new(MokaStore::new(1 << 20), sturdy(&urls[0..1], "two:"));
+    let store_b = TieredStore::new(MokaStore::new(1 << 20), sturdy(&urls[2..3], "two:"));
+    wait_until("both subscribed", async || {
+        store_a.subscriptions() > 0 && store_b.subscriptions() > 0
+    })
+    .await;
+    let layer_a = CacheLayer::builder().store(store_a).build().unwrap();
+    let handle_a = layer_a.handle();
+    let a = layer_a.layer(origin.service());
+    let b = CacheLayer::builder()
+        .store(store_b.clone())
+        .build()
+        .unwrap()
+        .layer(origin.service());
+    // Paths until entries live on each of the three primaries.
+    let mut paths = Vec::new();
+    let mut on_nodes = [false; 3];
+    let mut i = 0;
+    while on_nodes.iter().any(|seen| !seen) {
+        i += 1;
+        let path = format!("/items/{i}");
+        let (first, _) = send(&a, get(&path)).await;
+        assert_eq!(first.headers["x-cache"], "MISS");
+        let keys = value_keys(&cluster, "two:").await;
+        let Some(new_key) = keys.iter().find(|k| k.contains(&format!("{path}#"))) else {
+            panic!("{path} not stored in the cluster: {keys:?}");
+        };
+        on_nodes[cluster.primary_of(new_key)] = true;
+        let (second, body) = send(&b, get(&path)).await;
+        assert_eq!(second.headers["x-cache"], "HIT", "{path}");
+        assert_eq!(body, "v");
+        paths.push(path);
+        assert!(i < 200, "entries never spread over the three primaries");
+    }
+    let calls = origin.calls();
+    assert!(store_b.l1().usage().await.unwrap().entries > 0);
+    for path in &paths {
+        assert_eq!(handle_a.invalidate_url(path).await.unwrap(), 1, "{path}");
+    }
+    wait_until("B's L1 purged", async || {
+        store_b.l1().usage().await.unwrap().entries == 0
+    })
+    .await;
+    let (after, _) = send(&b, get(&paths[0])).await;
+    assert_eq!(after.headers["x-cache"], "MISS");
+    assert_eq!(origin.calls(), calls + 1);
+}
+
+/// The Redis keys of the values under `prefix`, on every node (`redis-cli --scan`).
+async fn value_keys(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for node in cluster.nodes().iter().filter(|n| n.is_running()) {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &node.port().to_string(), "--scan", "--pattern"])
+            .arg(format!("{prefix}v:*"))
+            .output()
+            .expect("redis-cli");
+        keys.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    keys
+}
+
+/// One primary killed (no replica): responses whose entries live in its slots are served by the origin (no 5xx,
+/// within the timeout), entries on the other primaries stay shared hits; its breaker opens alone; when it returns
+/// it is used again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_primary_killed_only_its_entries_miss_no_5xx_then_it_returns() {
+    let mut cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    let origin = Origin::fixed(Answer::ok(FRESH, "ok"));
+    let l2 = RedisStore::cluster_builder(urls)
+        .prefix("kill:")
+        .timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(500))
+        .failure_threshold(2)
+        .retry_interval(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // No L1: every read goes to the cluster.
+    let svc = CacheLayer::builder()
+        .store(l2.clone())
+        .build()
+        .unwrap()
+        .layer(origin.service());
+    let mut by_node: [Vec<String>; 3] = Default::default();
+    let mut i = 0;
+    while by_node.iter().any(|paths| paths.len() < 2) {
+        i += 1;
+        let path = format!("/k/{i}");
+        send(&svc, get(&path)).await;
+        let keys = value_keys(&cluster, "kill:").await;
+        let key = keys
+            .iter()
+            .find(|k| k.contains(&format!("{path}#")))
+            .unwrap_or_else(|| panic!("{path} not stored"));
+        by_node[cluster.primary_of(key)].push(path);
+        assert!(i < 200);
+    }
+    for paths in &by_node {
+        for path in paths {
+            let (hit, _) = send(&svc, get(path)).await;
+            assert_eq!(hit.headers["x-cache"], "HIT", "{path}");
+        }
+    }
+    cluster.kill(0);
+    for round in 0..4 {
+        for path in &by_node[0] {
+            let started = Instant::now();
+            let (res, body) = send(&svc, get(path)).await;
+            assert_eq!(
+                res.status, 200,
+                "no 5xx caused by the cache (round {round})"
+            );
+            assert_eq!(body, "ok");
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "bounded by the timeout: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    assert_eq!(l2.open_nodes(), vec![cluster.node(0).addr().to_string()]);
+    for paths in &by_node[1..] {
+        for path in paths {
+            let (hit, _) = send(&svc, get(path)).await;
+            assert_eq!(
+                hit.headers["x-cache"], "HIT",
+                "other shards unaffected: {path}"
+            );
+        }
+    }
+    cluster.restart(0);
+    let path = by_node[0][0].clone();
+    wait_until("node 0 used again", async || {
+        let (res, _) = send(&svc, get(&path)).await;
+        assert_eq!(res.status, 200);
+        res.headers["x-cache"] == "HIT"
+    })
+    .await;
+    assert!(l2.open_nodes().is_empty());
+}
