@@ -75,7 +75,17 @@ async fn grpc_calls_past_the_quota_get_resource_exhausted() {
             }
             Err(status) => {
                 assert_eq!(status.message(), "rate limit exceeded");
-                assert_eq!(status.metadata().get("retry-after").unwrap(), "1800");
+                // The wait, in milliseconds rounded up (real clock: a little under 30 minutes).
+                let pushback: u64 = status
+                    .metadata()
+                    .get("grpc-retry-pushback-ms")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1_790_000..=1_800_000).contains(&pushback), "{pushback}");
+                assert!(status.metadata().get("retry-after").is_none());
                 assert!(status.metadata().get("ratelimit").is_some());
                 codes.push(status.code());
             }
