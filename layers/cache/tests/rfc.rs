@@ -1378,6 +1378,45 @@ async fn rfc_table_on_tiered() {
     .await;
 }
 
+/// The table on the Redis store over a local Redis Cluster (three primaries), a fresh prefix per case.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc_table_on_redis_cluster() {
+    let cluster = redis_server::RedisCluster::start(3);
+    let seeds = cluster.urls();
+    let n = AtomicUsize::new(0);
+    run_table(|b, work| {
+        let prefix = format!("rfcc{}:", n.fetch_add(1, Ordering::Relaxed));
+        let store = tower_kit_cache::RedisStore::cluster_builder(seeds.iter().cloned())
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        b.store(work.count(store)).build().unwrap()
+    })
+    .await;
+}
+
+/// The table on the tiered store with its L2 on a local Redis Cluster.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc_table_on_tiered_cluster() {
+    let cluster = redis_server::RedisCluster::start(3);
+    let seeds = cluster.urls();
+    let n = AtomicUsize::new(0);
+    run_table(|b, work| {
+        let prefix = format!("tieredc{}:", n.fetch_add(1, Ordering::Relaxed));
+        let l2 = tower_kit_cache::RedisStore::cluster_builder(seeds.iter().cloned())
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let store = tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), l2);
+        b.store(work.count(store)).build().unwrap()
+    })
+    .await;
+}
+
 fn clock_now(clock: &ManualClock) -> std::time::SystemTime {
     use tower_kit_cache::Clock;
     clock.now()
