@@ -26,9 +26,45 @@ pub trait Persist: Send + Sync + 'static {
     fn save(&self, item: Item) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
-/// The item store shared by the handlers: the list in memory, written through to a [`Persist`] if one is set.
+/// A change to the catalogue, pushed to WebSocket subscribers (`crate::ws`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ItemUpdate {
+    /// An item was added.
+    Created {
+        /// The new item.
+        item: Item,
+    },
+    /// An item's price changed.
+    PriceChanged {
+        /// The item.
+        id: u64,
+        /// The new price, in cents.
+        price_cents: u64,
+    },
+}
+
+impl ItemUpdate {
+    /// The item the update is about (the key of latest-wins batching).
+    pub fn item_id(&self) -> u64 {
+        match self {
+            ItemUpdate::Created { item } => item.id,
+            ItemUpdate::PriceChanged { id, .. } => *id,
+        }
+    }
+}
+
+/// How many updates a subscriber may lag behind before it misses some (it then skips to the newest).
+pub const UPDATES_CAPACITY: usize = 4096;
+
+/// The item store shared by the handlers: the list in memory, written through to a [`Persist`] if one is set, and
+/// a broadcast of every change.
 #[derive(Clone)]
-pub struct Items(Arc<RwLock<Vec<Item>>>, Option<Arc<dyn Persist>>);
+pub struct Items(
+    Arc<RwLock<Vec<Item>>>,
+    Option<Arc<dyn Persist>>,
+    tokio::sync::broadcast::Sender<ItemUpdate>,
+);
 
 impl std::fmt::Debug for Items {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +87,11 @@ impl Items {
     /// The deterministic seed catalogue.
     pub fn seeded() -> Self {
         let items = (1..=SEED_ITEMS).map(seed_item).collect();
-        Items(Arc::new(RwLock::new(items)), None)
+        Items(
+            Arc::new(RwLock::new(items)),
+            None,
+            tokio::sync::broadcast::channel(UPDATES_CAPACITY).0,
+        )
     }
 
     /// Writes added items through to `persist` too.
@@ -93,7 +133,32 @@ impl Items {
         if let Some(persist) = &self.1 {
             persist.save(item.clone()).await;
         }
+        // No subscriber is not an error.
+        let _ = self.2.send(ItemUpdate::Created { item: item.clone() });
         item
+    }
+
+    /// Sets an item's price, writes it through and tells subscribers; `None` if there is no such item.
+    pub async fn set_price(&self, id: u64, price_cents: u64) -> Option<Item> {
+        let item = {
+            let mut items = self
+                .0
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let item = items.iter_mut().find(|item| item.id == id)?;
+            item.price_cents = price_cents;
+            item.clone()
+        };
+        if let Some(persist) = &self.1 {
+            persist.save(item.clone()).await;
+        }
+        let _ = self.2.send(ItemUpdate::PriceChanged { id, price_cents });
+        Some(item)
+    }
+
+    /// A subscription to every later change.
+    pub fn updates(&self) -> tokio::sync::broadcast::Receiver<ItemUpdate> {
+        self.2.subscribe()
     }
 
     /// The item with this id.

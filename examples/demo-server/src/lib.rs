@@ -13,6 +13,7 @@ pub mod observability;
 pub mod ratelimit;
 pub mod server;
 pub mod timing;
+pub mod ws;
 
 use axum::{
     Json, Router,
@@ -42,6 +43,7 @@ pub fn app(
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(observability::router(metrics))
+        .merge(ws::router(&items)?)
         .merge(cache::router(
             items,
             &config.cache,

@@ -159,6 +159,28 @@ async fn every_metric_named_is_exported() {
         "fails open"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // A WebSocket client: one echo, then a close, so the WebSocket series exist (the duration at the close).
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::Text("hi".into()),
+    )
+    .await
+    .unwrap();
+    futures_util::StreamExt::next(&mut ws).await;
+    ws.close(None).await.unwrap();
+    while futures_util::StreamExt::next(&mut ws).await.is_some() {}
+    for _ in 0..1000 {
+        if metrics
+            .render()
+            .contains("websocket_server_connection_duration")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let text = metrics.render();
     let exported: BTreeSet<String> = text
