@@ -14,7 +14,7 @@
 //! - Frames sent as they are ([`BatchSender::send_frame`], for echoes or errors) go ahead of the next batch.
 //! - Metrics (label `batcher`): [`names`].
 //!
-//! The frame type `M` implements [`WsMessage`](tower_kit_core::ws::WsMessage) (axum's `Message` with the `axum`
+//! The frame type `M` implements [`WsMessage`] (axum's `Message` with the `axum`
 //! feature, tungstenite's with `tungstenite`), which is how the close frame of [`Overflow::Close`] is built.
 //!
 //! # Example

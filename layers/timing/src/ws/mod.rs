@@ -4,7 +4,7 @@
 //! A `101 Switching Protocols` response ends the [`TimingLayer`](crate::TimingLayer)'s view of a request; what
 //! follows on the socket is counted by [`MeteredSocket`], a wrapper for any socket that is a `Stream` of
 //! `Result<M, E>` and a `Sink<M>` (axum's `WebSocket`, tokio-tungstenite's `WebSocketStream`), where `M`
-//! implements [`WsMessage`](tower_kit_core::ws::WsMessage) (axum's `Message` with the `axum` feature,
+//! implements [`WsMessage`] (axum's `Message` with the `axum` feature,
 //! tungstenite's with `tungstenite`).
 //!
 //! | metric | kind | labels |
