@@ -28,7 +28,7 @@ pub struct Args {
     pub gzip_min_size: u64,
 
     /// libdeflate level for bodies of known size, 1 (fastest) to 12 (smallest).
-    #[arg(long, env = "GZIP_LEVEL", default_value_t = tower_kit_compression::DEFAULT_LEVEL)]
+    #[arg(long, env = "GZIP_LEVEL", default_value_t = tower_kit_compression::DEFAULT_GZIP_LEVEL)]
     pub gzip_level: u32,
 
     /// Largest decoded gzip request body accepted, in bytes; larger uploads get 413.
@@ -47,7 +47,7 @@ impl Default for Args {
     fn default() -> Self {
         Self {
             gzip_min_size: tower_kit_compression::DEFAULT_MIN_SIZE,
-            gzip_level: tower_kit_compression::DEFAULT_LEVEL,
+            gzip_level: tower_kit_compression::DEFAULT_GZIP_LEVEL,
             gzip_max_decoded: tower_kit_compression::DEFAULT_MAX_DECODED,
             events_max_in_flight: DEFAULT_EVENTS_MAX_IN_FLIGHT,
         }
@@ -58,7 +58,7 @@ impl Default for Args {
 pub fn response_layer(args: &Args) -> Result<CompressionLayer, tower_kit::core::ConfigError> {
     CompressionLayer::builder()
         .min_size(args.gzip_min_size)
-        .level(args.gzip_level)
+        .gzip_level(args.gzip_level)
         .build()
 }
 

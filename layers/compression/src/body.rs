@@ -1,10 +1,6 @@
 //! [`CompressionBody`]: the response body, passed through, compressed in one shot, or compressed as a stream.
 
-use crate::{
-    engine::StreamEncoder,
-    layer::Config,
-    metrics::{self, ZLIB_RS},
-};
+use crate::{codec::Coding, engine::StreamEncoder, layer::Config, metrics};
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -27,7 +23,7 @@ pin_project! {
     /// - Sent as it was (not compressed): frames, `size_hint` and `is_end_stream` pass through.
     /// - Compressed in one shot, or buffered and sent as it was: one data frame (exact `size_hint`), then trailers.
     /// - Compressed as a stream: each input frame is compressed as it arrives (sync-flushed under the flush
-    ///   policy, or when the source goes idle), then the gzip trailer, then the inner trailers.
+    ///   policy, or when the source goes idle), then the coding's end of stream, then the inner trailers.
     pub struct CompressionBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -63,6 +59,7 @@ impl<B> CompressionBody<B> {
     pub(crate) fn stream(
         inner: Pin<Box<B>>,
         prefix: Bytes,
+        coding: Coding,
         flush_each: bool,
         config: &Config,
     ) -> Self {
@@ -70,7 +67,8 @@ impl<B> CompressionBody<B> {
             kind: Kind::Stream {
                 stream: Box::new(Stream {
                     inner,
-                    encoder: Some(StreamEncoder::new(config.stream_level)),
+                    encoder: Some(StreamEncoder::new(coding, config.stream_level)),
+                    coding,
                     pending: None,
                     prefix: (!prefix.is_empty()).then_some(prefix),
                     flush_each,
@@ -166,8 +164,9 @@ type Offloaded = (StreamEncoder, std::io::Result<Bytes>, usize);
 /// A body compressed frame by frame.
 struct Stream<B> {
     inner: Pin<Box<B>>,
-    /// `None` once the gzip member is finished (or while a frame is compressed on the blocking pool).
+    /// `None` once the compressed stream is finished (or while a frame is compressed on the blocking pool).
     encoder: Option<StreamEncoder>,
+    coding: Coding,
     pending: Option<JoinHandle<Offloaded>>,
     /// Bytes read before the decision to compress (buffered up to `min_size`).
     prefix: Option<Bytes>,
@@ -181,8 +180,8 @@ struct Stream<B> {
 }
 
 /// A data frame for non-empty output, counting the bytes.
-fn emit(bytes_in: usize, out: Bytes) -> Option<Frame<Bytes>> {
-    metrics::bytes(ZLIB_RS, bytes_in, out.len());
+fn emit(coding: Coding, bytes_in: usize, out: Bytes) -> Option<Frame<Bytes>> {
+    metrics::bytes(coding, true, bytes_in, out.len());
     (!out.is_empty()).then(|| Frame::data(out))
 }
 
@@ -198,7 +197,7 @@ where
                 self.pending = None;
                 let (encoder, result, bytes_in) = joined.map_err(|e| Box::new(e) as BoxError)?;
                 self.encoder = Some(encoder);
-                if let Some(frame) = emit(bytes_in, result?) {
+                if let Some(frame) = emit(self.coding, bytes_in, result?) {
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 continue;
@@ -209,7 +208,7 @@ where
             if let Some(prefix) = self.prefix.take() {
                 let out = encoder.write(&prefix, self.flush_each)?;
                 self.dirty = !self.flush_each;
-                if let Some(frame) = emit(prefix.len(), out) {
+                if let Some(frame) = emit(self.coding, prefix.len(), out) {
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 continue;
@@ -225,7 +224,7 @@ where
                         if timer.as_mut().poll(cx).is_ready() {
                             self.timer = None;
                             self.dirty = false;
-                            if let Some(frame) = emit(0, encoder.flush()?) {
+                            if let Some(frame) = emit(self.coding, 0, encoder.flush()?) {
                                 return Poll::Ready(Some(Ok(frame)));
                             }
                         }
@@ -255,12 +254,12 @@ where
                             continue;
                         };
                         let out = encoder.write(&data, flush)?;
-                        if let Some(frame) = emit(data.len(), out) {
+                        if let Some(frame) = emit(self.coding, data.len(), out) {
                             return Poll::Ready(Some(Ok(frame)));
                         }
                     }
                     Err(frame) => {
-                        // Trailers are the last frame: end the gzip member, then send them.
+                        // Trailers are the last frame: end the compressed stream, then send them.
                         if let Ok(trailers) = frame.into_trailers() {
                             self.trailers = Some(trailers);
                         }
@@ -278,7 +277,7 @@ where
         let Some(mut encoder) = self.encoder.take() else {
             return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
         };
-        match emit(0, encoder.finish()?) {
+        match emit(self.coding, 0, encoder.finish()?) {
             Some(frame) => Poll::Ready(Some(Ok(frame))),
             None => Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t)))),
         }

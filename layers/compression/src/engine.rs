@@ -1,9 +1,18 @@
-//! The two compression engines: libdeflate for one-shot bodies, zlib-rs for streams (with a bounded window and
-//! memory level, see [`STREAM_MEMORY_BUDGET`]).
+//! The compression engines behind one small interface: [`oneshot`] for bodies of known size (libdeflate for gzip
+//! and deflate, zstd with the content size pledged, Brotli with its window sized to the body) and [`StreamEncoder`]
+//! for streams (zlib-rs, zstd and Brotli with bounded windows, see [`STREAM_MEMORY_BUDGET`]). One-shot compressors
+//! are reused through a small bounded pool, not cached per thread: tokio's blocking pool can have hundreds of
+//! threads.
 
+use crate::codec::Coding;
 use bytes::Bytes;
 use flate2::{Compression, write::GzEncoder};
-use std::{cell::RefCell, fmt, io::Write};
+use std::{
+    cell::RefCell,
+    fmt,
+    io::Write,
+    sync::{Mutex, PoisonError},
+};
 use zlib_rs::{DeflateConfig, DeflateFlush, Method, Status, Strategy};
 
 /// The highest libdeflate level (slow; 10 to 12 are the "optimal parsing" levels).
@@ -11,14 +20,14 @@ pub(crate) const MAX_ONESHOT_LEVEL: u32 = 12;
 
 /// The most heap one streaming compressor may hold, in bytes: 256 KiB.
 ///
-/// A rule for every codec this crate has or adds: what a codec keeps for one long-lived compressed stream (window,
-/// hash tables, symbol and pending buffers, and the body wrapper around them) fits in this budget, so memory grows
-/// with open streams at a known, small rate (4,000 open server-sent event streams: at most 1 GiB). The test
-/// `tests/stream_memory.rs` opens streams under a counting allocator and holds the stream engine to it. Bodies
-/// compressed in one shot are not streams: their compressor is per thread and reused.
+/// A rule for every codec: what a codec keeps for one long-lived compressed stream (window, hash tables, symbol and
+/// pending buffers, and the body wrapper around them) fits in this budget, so memory grows with open streams at a
+/// known, small rate (4,000 open server-sent event streams: at most 1 GiB). The test `tests/stream_memory.rs` opens
+/// streams of every codec and holds each to it. Bodies compressed in one shot are not streams: their compressors
+/// come from a bounded pool and are reused.
 pub const STREAM_MEMORY_BUDGET: usize = 256 * 1024;
 
-/// The deflate window of streaming compressors, as a power of two: 2^14 = 16 KiB (zlib's default is 32 KiB).
+/// The deflate window of gzip and deflate streams, as a power of two: 2^14 = 16 KiB (zlib's default is 32 KiB).
 ///
 /// zlib-rs allocates, per compressor, twice the window for the sliding window, twice the window for the hash
 /// chains, a fixed 128 KiB hash head table, `7 × 2^(mem_level + 6)` bytes of symbol and pending buffers, and a small
@@ -27,21 +36,79 @@ pub const STREAM_MEMORY_BUDGET: usize = 256 * 1024;
 /// larger on server-sent events; an 8 KiB window with memory level 7 (the same memory) costs up to 3.9%.
 pub const STREAM_WINDOW_BITS: u8 = 14;
 
-/// The zlib memory level of streaming compressors (1 to 9; zlib's default is 8). 6 quarters the symbol and pending
-/// buffers (a block holds at most 4,096 symbols), which matters little for streams that are flushed often anyway.
+/// The zlib memory level of gzip and deflate streams (1 to 9; zlib's default is 8). 6 quarters the symbol and
+/// pending buffers (a block holds at most 4,096 symbols), which matters little for streams that are flushed often.
 pub const STREAM_MEM_LEVEL: u8 = 6;
+
+/// The zstd window of streams, as a power of two: 2^14 = 16 KiB.
+///
+/// A zstd stream context holds the window plus a block of input (a block is at most the window), an output block,
+/// the hash and chain tables and the sequence store; with the tables capped at 2^[`ZSTD_STREAM_TABLE_LOG`] entries
+/// the context is 197 KiB after flushed events (`ZSTD_sizeof_CCtx`, `tests/stream_memory.rs`); a 32 KiB window
+/// makes it 305 KiB, over [`STREAM_MEMORY_BUDGET`]; level 3 without caps (tower-http's zstd stream) 3.5 MiB.
+pub const ZSTD_STREAM_WINDOW_LOG: u32 = 14;
+
+/// The log2 of the hash and chain table sizes of zstd streams (4 bytes an entry).
+pub const ZSTD_STREAM_TABLE_LOG: u32 = 13;
+
+/// The zstd level of streams (the window and tables are capped whatever the level).
+pub const ZSTD_STREAM_LEVEL: i32 = 3;
+
+/// The Brotli window of streams, as a power of two: 2^16 = 64 KiB (Brotli's default is 4 MiB).
+pub const BR_STREAM_LGWIN: u32 = 16;
+
+/// The Brotli quality of streams: 0, the highest that fits [`STREAM_MEMORY_BUDGET`] and gives its memory back.
+///
+/// Measured with the `brotli` crate 9.1 (held after 20 flushed events): qualities 0 and 1 hold about 1 to 9 KiB,
+/// qualities 2 and 3 hold 307 KiB at any window up to 16 KiB (their hash table alone is 2^16 four-byte buckets, 256
+/// KiB) and 403 KiB at 64 KiB, quality 4 holds 707 KiB, qualities 5 and up 1.6 to 33 MiB. Quality 1 leaves about 2
+/// KiB per stream allocated after the stream is dropped (the crate's two-pass fast path), so streams use 0. Qualities
+/// 0 and 1 keep no history across flushes, so flushed event streams compress about 4× worse than gzip: the layer
+/// therefore prefers any other coding the client accepts for streams, and uses Brotli for a stream only when the
+/// client accepts nothing else.
+pub const BR_STREAM_QUALITY: u32 = 0;
+
+/// The most compressors of one codec kept for reuse. More concurrent compressions make their own, dropped after use.
+const POOL_CAP: usize = 16;
 
 /// Output is produced through a per-thread scratch buffer of this size and copied out at its exact length, so a
 /// stream keeps no output buffer between frames and hands out no oversized one.
 const SCRATCH: usize = 16 * 1024;
 
 thread_local! {
-    /// One libdeflate compressor per level and thread, made on first use and reused: making one allocates its
-    /// match finder tables (hundreds of KiB at the higher levels).
-    static COMPRESSORS: RefCell<Vec<Option<libdeflater::Compressor>>> = const { RefCell::new(Vec::new()) };
     /// The streaming compressors' output scratch (see [`SCRATCH`]).
     static STREAM_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// A bounded pool of compressors keyed by level.
+struct Pool<T> {
+    slots: Mutex<Vec<(i32, T)>>,
+}
+
+impl<T> Pool<T> {
+    const fn new() -> Self {
+        Self {
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self, level: i32) -> Option<T> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = slots.iter().rposition(|(l, _)| *l == level)?;
+        Some(slots.swap_remove(index).1)
+    }
+
+    fn put(&self, level: i32, item: T) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.len() < POOL_CAP {
+            slots.push((level, item));
+        }
+    }
+}
+
+static LIBDEFLATE: Pool<libdeflater::Compressor> = Pool::new();
+#[cfg(feature = "zstd")]
+static ZSTD: Pool<zstd::bulk::Compressor<'static>> = Pool::new();
 
 /// Whether a buffer of `capacity` bytes holding `len` is worth copying out at its exact size: more than 1/8 (and
 /// more than 1 KiB) of it would be wasted.
@@ -50,39 +117,121 @@ pub(crate) fn is_oversized(len: usize, capacity: usize) -> bool {
     waste > 1024 && waste > len / 8
 }
 
-/// Compresses `input` into one gzip member with libdeflate at `level` (1 to 12). The result's capacity is close to
-/// its length (libdeflate writes into a buffer of the worst-case size; a result much smaller is copied out), so a
-/// cache that keeps it keeps no slack.
+/// Compresses `input` in one shot with `coding` at `level` (in the codec's own scale). The result's capacity is
+/// close to its length, so a cache that keeps it keeps no slack.
+pub(crate) fn oneshot(coding: Coding, input: &[u8], level: u32) -> Vec<u8> {
+    match coding {
+        Coding::Gzip | Coding::Deflate => libdeflate_oneshot(coding, input, level),
+        Coding::Br => br_oneshot(input, level),
+        Coding::Zstd => zstd_oneshot(input, level),
+    }
+}
+
+/// Gzip in one shot (kept for callers that only speak gzip).
+#[cfg(test)]
 pub(crate) fn gzip_oneshot(input: &[u8], level: u32) -> Vec<u8> {
-    let compressed = COMPRESSORS.with(|cell| {
-        let mut compressors = cell.try_borrow_mut().ok()?;
-        let index = level.min(MAX_ONESHOT_LEVEL) as usize;
-        if compressors.len() <= index {
-            compressors.resize_with(index + 1, || None);
-        }
-        let compressor = match &mut compressors[index] {
-            Some(c) => c,
-            slot => {
-                let lvl = libdeflater::CompressionLvl::new(index as i32).ok()?;
-                slot.insert(libdeflater::Compressor::new(lvl))
-            }
-        };
-        let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
-        let n = compressor.gzip_compress(input, &mut out).ok()?;
-        Some(exact(out, n))
+    oneshot(Coding::Gzip, input, level)
+}
+
+fn libdeflate_oneshot(coding: Coding, input: &[u8], level: u32) -> Vec<u8> {
+    let level = level.clamp(1, MAX_ONESHOT_LEVEL) as i32;
+    let compressor = LIBDEFLATE.take(level).or_else(|| {
+        libdeflater::CompressionLvl::new(level)
+            .ok()
+            .map(libdeflater::Compressor::new)
     });
-    // libdeflate cannot fail with a buffer of `gzip_compress_bound` bytes; stay total anyway.
+    let compressed = compressor.and_then(|mut compressor| {
+        let result = if coding == Coding::Gzip {
+            let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
+            compressor
+                .gzip_compress(input, &mut out)
+                .ok()
+                .map(|n| exact(out, n))
+        } else {
+            let mut out = vec![0; compressor.zlib_compress_bound(input.len())];
+            compressor
+                .zlib_compress(input, &mut out)
+                .ok()
+                .map(|n| exact(out, n))
+        };
+        LIBDEFLATE.put(level, compressor);
+        result
+    });
+    // libdeflate cannot fail with a buffer of the bound's size; stay total anyway.
     compressed.unwrap_or_else(|| {
-        let mut encoder = GzEncoder::new(
-            Vec::with_capacity(input.len() / 4 + 64),
-            Compression::new(level.min(9)),
-        );
-        let _ = encoder.write_all(input);
-        let out = encoder.finish().unwrap_or_default();
+        let level = Compression::new((level as u32).min(9));
+        let out = if coding == Coding::Gzip {
+            let mut encoder = GzEncoder::new(Vec::with_capacity(input.len() / 4 + 64), level);
+            let _ = encoder.write_all(input);
+            encoder.finish().unwrap_or_default()
+        } else {
+            let mut encoder =
+                flate2::write::ZlibEncoder::new(Vec::with_capacity(input.len() / 4 + 64), level);
+            let _ = encoder.write_all(input);
+            encoder.finish().unwrap_or_default()
+        };
         let n = out.len();
         exact(out, n)
     })
 }
+
+/// The Brotli window for a body of `len` bytes: the smallest power of two that holds it, 2^10 to 2^22.
+pub(crate) fn br_window_for(len: usize) -> u32 {
+    let bits = usize::BITS - len.saturating_sub(1).leading_zeros();
+    bits.clamp(10, 22)
+}
+
+#[cfg(feature = "br")]
+fn br_oneshot(input: &[u8], level: u32) -> Vec<u8> {
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: level.min(11) as i32,
+        lgwin: br_window_for(input.len()) as i32,
+        size_hint: input.len(),
+        ..Default::default()
+    };
+    let mut writer = brotli::CompressorWriter::with_params(
+        Vec::with_capacity(input.len() / 4 + 64),
+        4096,
+        &params,
+    );
+    let _ = writer.write_all(input);
+    let out = writer.into_inner();
+    let n = out.len();
+    exact(out, n)
+}
+
+#[cfg(not(feature = "br"))]
+fn br_oneshot(input: &[u8], _level: u32) -> Vec<u8> {
+    input.to_vec()
+}
+
+#[cfg(feature = "zstd")]
+fn zstd_oneshot(input: &[u8], level: u32) -> Vec<u8> {
+    let level = level.clamp(1, MAX_ZSTD_LEVEL) as i32;
+    let compressor = ZSTD
+        .take(level)
+        .or_else(|| zstd::bulk::Compressor::new(level).ok());
+    let Some(mut compressor) = compressor else {
+        return zstd::bulk::compress(input, level).unwrap_or_default();
+    };
+    // The whole input is given at once, so zstd knows the content size: small bodies get small tables and the
+    // window never exceeds the body (nor, at the levels allowed, 8 MB).
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
+    let result = compressor.compress_to_buffer(input, &mut out);
+    ZSTD.put(level, compressor);
+    match result {
+        Ok(n) => exact(out, n),
+        Err(_) => zstd::bulk::compress(input, level).unwrap_or_default(),
+    }
+}
+
+#[cfg(not(feature = "zstd"))]
+fn zstd_oneshot(input: &[u8], _level: u32) -> Vec<u8> {
+    input.to_vec()
+}
+
+/// The highest zstd level allowed: 19, whose window is 8 MB (RFC 9659's limit for HTTP).
+pub(crate) const MAX_ZSTD_LEVEL: u32 = 19;
 
 /// The first `n` bytes of `out`, in a buffer of about that size.
 fn exact(mut out: Vec<u8>, n: usize) -> Vec<u8> {
@@ -93,121 +242,287 @@ fn exact(mut out: Vec<u8>, n: usize) -> Vec<u8> {
     out
 }
 
-/// A streaming gzip compressor (zlib-rs, window [`STREAM_WINDOW_BITS`], memory level [`STREAM_MEM_LEVEL`]) whose
-/// output is taken after every step.
+/// How much of its input a stream step must make decodable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Compress; output may be held back.
+    Process,
+    /// Everything so far becomes decodable.
+    Flush,
+    /// End the stream.
+    Finish,
+}
+
+/// A streaming compressor whose output is taken after every step.
 pub(crate) struct StreamEncoder {
-    deflate: zlib_rs::Deflate,
+    kind: StreamKind,
     finished: bool,
+}
+
+enum StreamKind {
+    Zlib(Box<zlib_rs::Deflate>),
+    #[cfg(feature = "zstd")]
+    Zstd(zstd::zstd_safe::CCtx<'static>),
+    #[cfg(feature = "br")]
+    Br(Option<Box<brotli::CompressorWriter<Vec<u8>>>>),
+    /// A codec not compiled in (never chosen by the layer): passes bytes through.
+    #[allow(dead_code)]
+    Missing,
 }
 
 impl fmt::Debug for StreamEncoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            StreamKind::Zlib(_) => "zlib-rs",
+            #[cfg(feature = "zstd")]
+            StreamKind::Zstd(_) => "zstd",
+            #[cfg(feature = "br")]
+            StreamKind::Br(_) => "brotli",
+            StreamKind::Missing => "missing",
+        };
         f.debug_struct("StreamEncoder")
-            .field("total_in", &self.deflate.total_in())
-            .field("total_out", &self.deflate.total_out())
+            .field("engine", &kind)
             .field("finished", &self.finished)
             .finish()
     }
 }
 
-fn error(e: zlib_rs::DeflateError) -> std::io::Error {
-    std::io::Error::other(format!("gzip stream compressor: {e:?}"))
+fn error(e: impl fmt::Debug) -> std::io::Error {
+    std::io::Error::other(format!("stream compressor: {e:?}"))
 }
 
 impl StreamEncoder {
-    /// A gzip stream at zlib `level` (1 to 9) with the stream window and memory level.
-    pub(crate) fn new(level: u32) -> Self {
-        Self::with_memory(level, STREAM_WINDOW_BITS, STREAM_MEM_LEVEL)
-    }
-
-    /// A gzip stream with an explicit window (9 to 15) and memory level (1 to 9); out-of-range values are clamped.
-    pub(crate) fn with_memory(level: u32, window_bits: u8, mem_level: u8) -> Self {
-        let config = DeflateConfig {
-            level: level.clamp(1, 9) as i32,
-            method: Method::Deflated,
-            // 16 + bits: a gzip header and trailer around the deflate stream.
-            window_bits: 16 + i32::from(window_bits.clamp(9, 15)),
-            mem_level: i32::from(mem_level.clamp(1, 9)),
-            strategy: Strategy::Default,
+    /// A stream of `coding`; `level` applies to gzip and deflate (zlib 1 to 9); zstd and Brotli streams use
+    /// [`ZSTD_STREAM_LEVEL`] and [`BR_STREAM_QUALITY`] with their bounded windows.
+    pub(crate) fn new(coding: Coding, level: u32) -> Self {
+        let kind = match coding {
+            Coding::Gzip | Coding::Deflate => {
+                return Self::zlib(coding, level, STREAM_WINDOW_BITS, STREAM_MEM_LEVEL);
+            }
+            #[cfg(feature = "zstd")]
+            Coding::Zstd => StreamKind::Zstd(zstd_stream()),
+            #[cfg(feature = "br")]
+            Coding::Br => StreamKind::Br(Some(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                1024,
+                BR_STREAM_QUALITY,
+                BR_STREAM_LGWIN,
+            )))),
+            #[allow(unreachable_patterns)]
+            _ => StreamKind::Missing,
         };
         Self {
-            deflate: zlib_rs::Deflate::new_with_config(config),
+            kind,
             finished: false,
         }
     }
 
-    /// Feeds `data`; with `flush`, ends with a sync flush so the client can decode everything so far.
+    /// A gzip (or, for [`Coding::Deflate`], zlib) stream with an explicit window (9 to 15) and memory level (1 to
+    /// 9); out-of-range values are clamped.
+    pub(crate) fn zlib(coding: Coding, level: u32, window_bits: u8, mem_level: u8) -> Self {
+        let bits = i32::from(window_bits.clamp(9, 15));
+        let config = DeflateConfig {
+            level: level.clamp(1, 9) as i32,
+            method: Method::Deflated,
+            // 16 + bits: a gzip header and trailer around the deflate stream; bits alone: the zlib format.
+            window_bits: if coding == Coding::Gzip {
+                16 + bits
+            } else {
+                bits
+            },
+            mem_level: i32::from(mem_level.clamp(1, 9)),
+            strategy: Strategy::Default,
+        };
+        Self {
+            kind: StreamKind::Zlib(Box::new(zlib_rs::Deflate::new_with_config(config))),
+            finished: false,
+        }
+    }
+
+    /// Feeds `data`; with `flush`, ends with the codec's flush so the client can decode everything so far.
     /// Returns the compressed bytes ready to send (possibly none).
     pub(crate) fn write(&mut self, data: &[u8], flush: bool) -> std::io::Result<Bytes> {
-        let mode = if flush {
-            DeflateFlush::SyncFlush
-        } else {
-            DeflateFlush::NoFlush
-        };
-        self.run(data, mode).map(Bytes::from)
+        let step = if flush { Step::Flush } else { Step::Process };
+        self.run(data, step).map(Bytes::from)
     }
 
-    /// A sync flush: everything fed so far becomes decodable.
+    /// A flush: everything fed so far becomes decodable.
     pub(crate) fn flush(&mut self) -> std::io::Result<Bytes> {
-        self.run(&[], DeflateFlush::SyncFlush).map(Bytes::from)
+        self.run(&[], Step::Flush).map(Bytes::from)
     }
 
-    /// Ends the gzip member (final block and trailer). Later calls return nothing.
+    /// Ends the stream (final block and trailer). Later calls return nothing.
     pub(crate) fn finish(&mut self) -> std::io::Result<Bytes> {
-        self.run(&[], DeflateFlush::Finish).map(Bytes::from)
+        self.run(&[], Step::Finish).map(Bytes::from)
     }
 
     /// One step; the output in a buffer of about its length.
-    fn run(&mut self, input: &[u8], mode: DeflateFlush) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn run(&mut self, input: &[u8], step: Step) -> std::io::Result<Vec<u8>> {
         if self.finished {
             return Ok(Vec::new());
         }
-        STREAM_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.run_with(input, mode, &mut scratch),
-            Err(_) => self.run_with(input, mode, &mut Vec::new()),
-        })
+        let out = match &mut self.kind {
+            #[cfg(feature = "br")]
+            StreamKind::Br(writer) => {
+                let out = br_step(writer, input, step)?;
+                if step == Step::Finish {
+                    self.finished = true;
+                }
+                return Ok(out);
+            }
+            StreamKind::Missing => {
+                if step == Step::Finish {
+                    self.finished = true;
+                }
+                return Ok(input.to_vec());
+            }
+            _ => STREAM_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut scratch) => self.run_with(input, step, &mut scratch),
+                Err(_) => self.run_with(input, step, &mut Vec::new()),
+            })?,
+        };
+        Ok(out)
     }
 
     fn run_with(
         &mut self,
-        mut input: &[u8],
-        mode: DeflateFlush,
+        input: &[u8],
+        step: Step,
         scratch: &mut Vec<u8>,
     ) -> std::io::Result<Vec<u8>> {
         if scratch.len() < SCRATCH {
             scratch.resize(SCRATCH, 0);
         }
         let mut out: Vec<u8> = Vec::new();
-        loop {
-            let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
-            let status = self
-                .deflate
-                .compress(input, &mut scratch[..], mode)
-                .map_err(error)?;
-            let consumed = (self.deflate.total_in() - before_in) as usize;
-            let produced = (self.deflate.total_out() - before_out) as usize;
-            input = &input[consumed.min(input.len())..];
-            if out.is_empty() && produced < SCRATCH && input.is_empty() {
-                // The common case (one event, one flush): one exact allocation.
-                out = scratch[..produced].to_vec();
-            } else {
-                out.extend_from_slice(&scratch[..produced]);
-            }
-            let done = match mode {
-                DeflateFlush::Finish => status == Status::StreamEnd,
-                // A full scratch may mean more output is pending.
-                _ => input.is_empty() && produced < SCRATCH,
-            };
-            if status == Status::StreamEnd {
-                self.finished = true;
-            }
-            if done || (consumed == 0 && produced == 0) {
-                break;
-            }
+        let finished = match &mut self.kind {
+            StreamKind::Zlib(deflate) => zlib_step(deflate, input, step, scratch, &mut out)?,
+            #[cfg(feature = "zstd")]
+            StreamKind::Zstd(cctx) => zstd_step(cctx, input, step, scratch, &mut out)?,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        };
+        if finished {
+            self.finished = true;
         }
         let n = out.len();
         Ok(exact(out, n))
     }
+}
+
+/// Appends `produced` bytes of `scratch` to `out`, with one exact allocation in the common case.
+fn collect(out: &mut Vec<u8>, scratch: &[u8], produced: usize, last: bool) {
+    if out.is_empty() && produced < SCRATCH && last {
+        *out = scratch[..produced].to_vec();
+    } else {
+        out.extend_from_slice(&scratch[..produced]);
+    }
+}
+
+fn zlib_step(
+    deflate: &mut zlib_rs::Deflate,
+    mut input: &[u8],
+    step: Step,
+    scratch: &mut [u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mode = match step {
+        Step::Process => DeflateFlush::NoFlush,
+        Step::Flush => DeflateFlush::SyncFlush,
+        Step::Finish => DeflateFlush::Finish,
+    };
+    loop {
+        let (before_in, before_out) = (deflate.total_in(), deflate.total_out());
+        let status = deflate.compress(input, scratch, mode).map_err(error)?;
+        let consumed = (deflate.total_in() - before_in) as usize;
+        let produced = (deflate.total_out() - before_out) as usize;
+        input = &input[consumed.min(input.len())..];
+        collect(out, scratch, produced, input.is_empty());
+        let done = match mode {
+            DeflateFlush::Finish => status == Status::StreamEnd,
+            // A full scratch may mean more output is pending.
+            _ => input.is_empty() && produced < SCRATCH,
+        };
+        if status == Status::StreamEnd {
+            return Ok(true);
+        }
+        if done || (consumed == 0 && produced == 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// A zstd stream context within the memory budget.
+#[cfg(feature = "zstd")]
+pub(crate) fn zstd_stream() -> zstd::zstd_safe::CCtx<'static> {
+    use zstd::zstd_safe::CParameter;
+    let mut cctx = zstd::zstd_safe::CCtx::create();
+    let _ = cctx.set_parameter(CParameter::CompressionLevel(ZSTD_STREAM_LEVEL));
+    let _ = cctx.set_parameter(CParameter::WindowLog(ZSTD_STREAM_WINDOW_LOG));
+    let _ = cctx.set_parameter(CParameter::HashLog(ZSTD_STREAM_TABLE_LOG));
+    let _ = cctx.set_parameter(CParameter::ChainLog(ZSTD_STREAM_TABLE_LOG));
+    cctx
+}
+
+#[cfg(feature = "zstd")]
+fn zstd_step(
+    cctx: &mut zstd::zstd_safe::CCtx<'static>,
+    input: &[u8],
+    step: Step,
+    scratch: &mut [u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    use zstd::zstd_safe::{InBuffer, OutBuffer, zstd_sys::ZSTD_EndDirective};
+    let directive = match step {
+        Step::Process => ZSTD_EndDirective::ZSTD_e_continue,
+        Step::Flush => ZSTD_EndDirective::ZSTD_e_flush,
+        Step::Finish => ZSTD_EndDirective::ZSTD_e_end,
+    };
+    let mut in_buffer = InBuffer::around(input);
+    loop {
+        let mut out_buffer = OutBuffer::around(&mut scratch[..]);
+        let remaining = cctx
+            .compress_stream2(&mut out_buffer, &mut in_buffer, directive)
+            .map_err(|code| error(zstd::zstd_safe::get_error_name(code)))?;
+        let produced = out_buffer.pos();
+        let consumed_all = in_buffer.pos() == input.len();
+        let done = match step {
+            Step::Process => consumed_all,
+            _ => consumed_all && remaining == 0,
+        };
+        collect(out, scratch, produced, done);
+        if done {
+            return Ok(step == Step::Finish);
+        }
+    }
+}
+
+#[cfg(feature = "br")]
+fn br_step(
+    writer: &mut Option<Box<brotli::CompressorWriter<Vec<u8>>>>,
+    input: &[u8],
+    step: Step,
+) -> std::io::Result<Vec<u8>> {
+    let Some(w) = writer.as_mut() else {
+        return Ok(Vec::new());
+    };
+    if !input.is_empty() {
+        w.write_all(input)?;
+    }
+    match step {
+        Step::Process => {}
+        Step::Flush => w.flush()?,
+        Step::Finish => {
+            let Some(w) = writer.take() else {
+                return Ok(Vec::new());
+            };
+            let out = w.into_inner();
+            let n = out.len();
+            return Ok(exact(out, n));
+        }
+    }
+    let out = std::mem::take(w.get_mut());
+    let n = out.len();
+    Ok(exact(out, n))
 }
 
 #[cfg(test)]
@@ -275,7 +590,7 @@ mod tests {
 
     #[test]
     fn stream_flushes_make_a_decodable_prefix() {
-        let mut enc = StreamEncoder::new(6);
+        let mut enc = StreamEncoder::new(Coding::Gzip, 6);
         let first = enc.write(b"data: one\n\n", true).unwrap();
         // A sync flush ends with an empty stored block: 00 00 ff ff.
         assert!(first.ends_with(&[0, 0, 0xff, 0xff]));
@@ -298,13 +613,13 @@ mod tests {
                 format!("{{\"id\":{i},\"v\":{}}}\n", i.wrapping_mul(2_654_435_761)).into_bytes()
             })
             .collect();
-        let mut enc = StreamEncoder::new(6);
+        let mut enc = StreamEncoder::new(Coding::Gzip, 6);
         let mut all = Vec::new();
         for (i, chunk) in input.chunks(100_000).enumerate() {
             let mode = if i % 2 == 0 {
-                DeflateFlush::SyncFlush
+                Step::Flush
             } else {
-                DeflateFlush::NoFlush
+                Step::Process
             };
             // Many scratch buffers' worth of output: the result is still not oversized.
             let out = enc.run(chunk, mode).unwrap();
@@ -316,9 +631,7 @@ mod tests {
             );
             all.extend_from_slice(&out);
         }
-        let small = enc
-            .run(b"data: a small event\n\n", DeflateFlush::SyncFlush)
-            .unwrap();
+        let small = enc.run(b"data: a small event\n\n", Step::Flush).unwrap();
         assert!(!is_oversized(small.len(), small.capacity()));
         all.extend_from_slice(&small);
         all.extend_from_slice(&enc.finish().unwrap());
@@ -328,7 +641,10 @@ mod tests {
             [&input[..], b"data: a small event\n\n"].concat()
         );
         // An empty stream is a valid empty gzip member.
-        assert_eq!(gunzip(&StreamEncoder::new(1).finish().unwrap()), b"");
+        assert_eq!(
+            gunzip(&StreamEncoder::new(Coding::Gzip, 1).finish().unwrap()),
+            b""
+        );
     }
 
     #[test]
@@ -336,7 +652,7 @@ mod tests {
         let input = b"data: {\"n\":1,\"message\":\"a server-sent event\"}\n\n".repeat(300);
         for window_bits in [0, 9, 12, 13, 15, 200] {
             for mem_level in [0, 1, 7, 9, 200] {
-                let mut enc = StreamEncoder::with_memory(6, window_bits, mem_level);
+                let mut enc = StreamEncoder::zlib(Coding::Gzip, 6, window_bits, mem_level);
                 let mut all = enc.write(&input, true).unwrap().to_vec();
                 all.extend_from_slice(&enc.finish().unwrap());
                 assert_eq!(gunzip(&all), input, "{window_bits} {mem_level}");

@@ -2,9 +2,10 @@
 
 use crate::{
     body::{BoxError, CompressionBody},
-    engine::gzip_oneshot,
+    codec::Coding,
+    engine::oneshot,
     layer::{Config, RequestHead},
-    metrics::{self, LIBDEFLATE, ZLIB_RS},
+    metrics,
     policy::{self, SkipReason, TypeVerdict},
 };
 use bytes::{Buf, Bytes, BytesMut};
@@ -23,7 +24,10 @@ use tower_kit_core::ServerTiming;
 
 /// What the service learnt from the request.
 pub(crate) struct CallContext {
-    pub(crate) accepts: bool,
+    /// The coding negotiated for the request (`None`: identity).
+    pub(crate) coding: Option<Coding>,
+    /// The coding negotiated for a streamed response (Brotli last, see `BR_STREAM_QUALITY`).
+    pub(crate) stream_coding: Option<Coding>,
     pub(crate) head: bool,
     pub(crate) request: Option<RequestHead>,
     pub(crate) timing: Option<ServerTiming>,
@@ -53,7 +57,7 @@ impl<F, B> ResponseFuture<F, B> {
 impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("accepts", &self.context.accepts)
+            .field("coding", &self.context.coding)
             .field("working", &self.work.is_some())
             .finish_non_exhaustive()
     }
@@ -66,14 +70,15 @@ enum Plan {
         reason: SkipReason,
         vary: bool,
     },
-    /// Known length within `max_buffered`: read it all, compress with libdeflate.
-    OneShot,
-    /// Stream through flate2 at once.
+    /// Known length within `max_buffered`: read it all, compress in one shot.
+    OneShot(Coding),
+    /// Stream at once.
     Stream {
+        coding: Coding,
         flush_each: bool,
     },
     /// Unknown length: buffer up to `min_size`, then decide.
-    Threshold,
+    Threshold(Coding),
 }
 
 fn plan(context: &CallContext, parts: &Parts, known_len: Option<u64>) -> Plan {
@@ -113,16 +118,23 @@ fn plan(context: &CallContext, parts: &Parts, known_len: Option<u64>) -> Plan {
     if context.head {
         return skip(SkipReason::Head, true);
     }
-    if !context.accepts {
+    let Some(coding) = context.coding else {
         return skip(SkipReason::NotAccepted, true);
-    }
+    };
+    let stream_coding = context.stream_coding.unwrap_or(coding);
     if flushed {
-        return Plan::Stream { flush_each: true };
+        return Plan::Stream {
+            coding: stream_coding,
+            flush_each: true,
+        };
     }
     match known_len {
-        Some(len) if len <= config.max_buffered => Plan::OneShot,
-        Some(_) => Plan::Stream { flush_each: false },
-        None => Plan::Threshold,
+        Some(len) if len <= config.max_buffered => Plan::OneShot(coding),
+        Some(_) => Plan::Stream {
+            coding: stream_coding,
+            flush_each: false,
+        },
+        None => Plan::Threshold(coding),
     }
 }
 
@@ -130,6 +142,7 @@ fn plan(context: &CallContext, parts: &Parts, known_len: Option<u64>) -> Plan {
 pub(crate) struct Work<B> {
     parts: Parts,
     step: Step<B>,
+    coding: Coding,
 }
 
 enum Step<B> {
@@ -141,8 +154,7 @@ enum Step<B> {
         oneshot: bool,
     },
     Offloaded {
-        handle: JoinHandle<(Vec<u8>, Duration)>,
-        input_len: usize,
+        handle: JoinHandle<(Vec<u8>, Duration, Bytes)>,
         trailers: Option<HeaderMap>,
     },
     Taken,
@@ -262,24 +274,29 @@ where
                             CompressionBody::identity(body),
                         )));
                     }
-                    Plan::Stream { flush_each } => {
-                        policy::mark_compressed(&mut parts.headers);
-                        metrics::compressed(ZLIB_RS);
+                    Plan::Stream { coding, flush_each } => {
+                        policy::mark_compressed(&mut parts.headers, coding);
+                        metrics::compressed(coding, true);
                         let body = CompressionBody::stream(
                             Box::pin(body),
                             Bytes::new(),
+                            coding,
                             flush_each,
                             config,
                         );
                         return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
-                    Plan::OneShot | Plan::Threshold => Step::Collect {
-                        body: Box::pin(body),
-                        chunks: Vec::new(),
-                        len: 0,
-                        oneshot: true,
-                    },
+                    Plan::OneShot(coding) | Plan::Threshold(coding) => (
+                        coding,
+                        Step::Collect {
+                            body: Box::pin(body),
+                            chunks: Vec::new(),
+                            len: 0,
+                            oneshot: true,
+                        },
+                    ),
                 };
+                let (coding, step) = step;
                 let step = match (step, known_len) {
                     (
                         Step::Collect {
@@ -294,21 +311,22 @@ where
                     },
                     (step, _) => step,
                 };
-                *this.work = Some(Work { parts, step });
+                *this.work = Some(Work {
+                    parts,
+                    step,
+                    coding,
+                });
                 continue;
             };
-            let (data, trailers, compress_time) = match &mut work.step {
-                Step::Offloaded {
-                    handle,
-                    input_len,
-                    trailers,
-                } => {
+            let coding = work.coding;
+            let (data, original, trailers, compress_time) = match &mut work.step {
+                Step::Offloaded { handle, trailers } => {
                     let joined = ready!(Pin::new(handle).poll(cx));
-                    let (input_len, trailers) = (*input_len, trailers.take());
+                    let trailers = trailers.take();
                     match joined {
-                        Ok((out, took)) => {
-                            metrics::bytes(LIBDEFLATE, input_len, out.len());
-                            (Bytes::from(out), trailers, Some(took))
+                        Ok((out, took, original)) => {
+                            metrics::bytes(coding, false, original.len(), out.len());
+                            (Bytes::from(out), original, trailers, Some(took))
                         }
                         Err(e) => {
                             let parts = take_parts(this.work);
@@ -322,11 +340,17 @@ where
                         return Poll::Ready(Ok(failed(parts, error)));
                     }
                     Collected::Stream { body, prefix } => {
+                        let coding = context.stream_coding.unwrap_or(coding);
                         let mut parts = take_parts(this.work);
-                        policy::mark_compressed(&mut parts.headers);
-                        metrics::compressed(ZLIB_RS);
-                        let body =
-                            CompressionBody::stream(body, prefix, config.flush_every_frame, config);
+                        policy::mark_compressed(&mut parts.headers, coding);
+                        metrics::compressed(coding, true);
+                        let body = CompressionBody::stream(
+                            body,
+                            prefix,
+                            coding,
+                            config.flush_every_frame,
+                            config,
+                        );
                         return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
                     Collected::Whole { data, trailers } => {
@@ -344,36 +368,43 @@ where
                         if data.len() as u64 >= config.offload_threshold
                             && let Ok(runtime) = tokio::runtime::Handle::try_current()
                         {
-                            let level = config.level;
-                            let input_len = data.len();
+                            let level = config.levels[coding.index()];
                             let handle = runtime.spawn_blocking(move || {
                                 let started = Instant::now();
-                                let out = gzip_oneshot(&data, level);
-                                (out, started.elapsed())
+                                let out = oneshot(coding, &data, level);
+                                (out, started.elapsed(), data)
                             });
-                            work.step = Step::Offloaded {
-                                handle,
-                                input_len,
-                                trailers,
-                            };
+                            work.step = Step::Offloaded { handle, trailers };
                             continue;
                         }
                         let started = Instant::now();
-                        let out = gzip_oneshot(&data, config.level);
+                        let out = oneshot(coding, &data, config.levels[coding.index()]);
                         let took = started.elapsed();
-                        metrics::bytes(LIBDEFLATE, data.len(), out.len());
-                        (Bytes::from(out), trailers, Some(took))
+                        metrics::bytes(coding, false, data.len(), out.len());
+                        (Bytes::from(out), data, trailers, Some(took))
                     }
                 },
             };
             let mut parts = take_parts(this.work);
-            policy::mark_compressed(&mut parts.headers);
+            if data.len() >= original.len() {
+                // Compression would not make it smaller: sent as it is (the choice still depended on the request).
+                policy::merge_vary(&mut parts.headers);
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(original.len()));
+                metrics::skipped(SkipReason::NotSmaller);
+                return Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    CompressionBody::full(original, trailers),
+                )));
+            }
+            policy::mark_compressed(&mut parts.headers, coding);
             parts
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(data.len()));
-            metrics::compressed(LIBDEFLATE);
+            metrics::compressed(coding, false);
             if let (Some(timing), Some(took)) = (&context.timing, compress_time) {
-                timing.duration("gzip", took);
+                timing.duration(coding.as_str(), took);
             }
             return Poll::Ready(Ok(Response::from_parts(
                 parts,

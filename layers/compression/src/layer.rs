@@ -1,7 +1,9 @@
 //! [`CompressionLayer`]: the response compression settings and their builder.
 
 use crate::{
-    engine::MAX_ONESHOT_LEVEL,
+    codec::{Coding, CodingSet, DEFAULT_PREFERENCE},
+    engine::{MAX_ONESHOT_LEVEL, MAX_ZSTD_LEVEL},
+    negotiate::choose_coding,
     policy::{ContentTypes, MimePattern},
     service::Compression,
 };
@@ -10,9 +12,18 @@ use std::{fmt, sync::Arc, time::Duration};
 use tower_kit_core::ConfigError;
 use tower_layer::Layer;
 
-/// Default libdeflate level of the one-shot engine (see the book's gzip chapter for the measurement).
-pub const DEFAULT_LEVEL: u32 = 7;
-/// Default zlib level of the streaming engine.
+/// Default libdeflate level of gzip bodies compressed in one shot: 7, the fastest whose output is no larger than
+/// tower-http's default (flate2 level 6) on the benchmark JSON (see the book's compression chapter).
+pub const DEFAULT_GZIP_LEVEL: u32 = 7;
+/// Default libdeflate level of deflate (zlib format) bodies compressed in one shot: the gzip level (same engine).
+pub const DEFAULT_DEFLATE_LEVEL: u32 = 7;
+/// Default Brotli quality of bodies compressed in one shot: 4, tower-http's default, here with the window sized to
+/// the body.
+pub const DEFAULT_BR_LEVEL: u32 = 4;
+/// Default zstd level of bodies compressed in one shot: 3, tower-http's (and zstd's) default, here with the content
+/// size pledged and a reused context.
+pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
+/// Default zlib level of gzip and deflate streams.
 pub const DEFAULT_STREAM_LEVEL: u32 = 7;
 /// Default smallest body compressed, in bytes.
 pub const DEFAULT_MIN_SIZE: u64 = 1000;
@@ -22,6 +33,19 @@ pub const DEFAULT_MAX_BUFFERED: u64 = 1024 * 1024;
 pub const DEFAULT_OFFLOAD_THRESHOLD: u64 = 16 * 1024;
 /// Default idle time after which a stream's pending compressed bytes are flushed.
 pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// `preference` with Brotli moved last: for streams, Brotli runs at [`BR_STREAM_QUALITY`](crate::BR_STREAM_QUALITY).
+fn stream_order(preference: &[Coding]) -> Vec<Coding> {
+    let mut order: Vec<Coding> = preference
+        .iter()
+        .copied()
+        .filter(|c| *c != Coding::Br)
+        .collect();
+    if preference.contains(&Coding::Br) {
+        order.push(Coding::Br);
+    }
+    order
+}
 
 /// What a [predicate](CompressionLayerBuilder::predicate) sees of the request.
 #[derive(Debug, Clone)]
@@ -39,7 +63,12 @@ type Predicate = Arc<dyn Fn(&RequestHead, &Parts) -> bool + Send + Sync>;
 /// The settings every [`Compression`] service of one layer shares.
 #[derive(Clone)]
 pub(crate) struct Config {
-    pub(crate) level: u32,
+    /// One-shot level per coding, indexed by `Coding::index`.
+    pub(crate) levels: [u32; 4],
+    /// The codings offered, in server preference order.
+    pub(crate) preference: Vec<Coding>,
+    /// The same for streams: Brotli last (its streams must run at quality 1 to stay within the memory budget).
+    pub(crate) stream_preference: Vec<Coding>,
     pub(crate) stream_level: u32,
     pub(crate) min_size: u64,
     pub(crate) max_buffered: u64,
@@ -54,7 +83,8 @@ pub(crate) struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("level", &self.level)
+            .field("levels", &self.levels)
+            .field("preference", &self.preference)
             .field("stream_level", &self.stream_level)
             .field("min_size", &self.min_size)
             .field("max_buffered", &self.max_buffered)
@@ -71,7 +101,22 @@ impl fmt::Debug for Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            level: DEFAULT_LEVEL,
+            levels: [
+                DEFAULT_GZIP_LEVEL,
+                DEFAULT_DEFLATE_LEVEL,
+                DEFAULT_BR_LEVEL,
+                DEFAULT_ZSTD_LEVEL,
+            ],
+            preference: DEFAULT_PREFERENCE
+                .into_iter()
+                .filter(|c| c.is_compiled())
+                .collect(),
+            stream_preference: stream_order(
+                &DEFAULT_PREFERENCE
+                    .into_iter()
+                    .filter(|c| c.is_compiled())
+                    .collect::<Vec<_>>(),
+            ),
             stream_level: DEFAULT_STREAM_LEVEL,
             min_size: DEFAULT_MIN_SIZE,
             max_buffered: DEFAULT_MAX_BUFFERED,
@@ -85,7 +130,8 @@ impl Default for Config {
     }
 }
 
-/// Compresses responses with gzip when the client accepts it. See the [crate docs](crate) for the rules.
+/// Compresses responses with the coding the client prefers among gzip, deflate, Brotli and zstd. See the
+/// [crate docs](crate) for the rules.
 ///
 /// ```
 /// use tower_kit_compression::CompressionLayer;
@@ -104,7 +150,9 @@ pub struct CompressionLayer {
 }
 
 impl CompressionLayer {
-    /// The defaults: one-shot level [`DEFAULT_LEVEL`], streaming level [`DEFAULT_STREAM_LEVEL`], `min_size` 1000 B,
+    /// The defaults: every compiled codec, preferred in the order [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE),
+    /// one-shot levels [`DEFAULT_GZIP_LEVEL`], [`DEFAULT_DEFLATE_LEVEL`], [`DEFAULT_BR_LEVEL`],
+    /// [`DEFAULT_ZSTD_LEVEL`], streaming level [`DEFAULT_STREAM_LEVEL`], `min_size` 1000 B,
     /// `max_buffered` 1 MiB, offload from [`DEFAULT_OFFLOAD_THRESHOLD`], idle flush after 100 ms, `no-transform`
     /// respected, SSE and NDJSON flushed per frame, the default content-type lists.
     pub fn new() -> Self {
@@ -119,7 +167,22 @@ impl CompressionLayer {
             deny: Vec::new(),
             flush: Vec::new(),
             clear_defaults: false,
+            enabled: CodingSet::compiled(),
+            preference: Vec::new(),
         }
+    }
+
+    /// The coding a request with these headers gets from this layer (`None`: identity), by the request's
+    /// `Accept-Encoding` and the layer's codings and preference. What a response finally gets also depends on the
+    /// response (its type, size, status); this is the variant a compressible response is sent as, which is what a
+    /// cache needs to key on.
+    pub fn choose(&self, headers: &HeaderMap) -> Option<Coding> {
+        choose_coding(headers, &self.config.preference)
+    }
+
+    /// The codings this layer offers, in its preference order.
+    pub fn codings(&self) -> &[Coding] {
+        &self.config.preference
     }
 }
 
@@ -139,6 +202,8 @@ pub struct CompressionLayerBuilder {
     deny: Vec<String>,
     flush: Vec<String>,
     clear_defaults: bool,
+    enabled: CodingSet,
+    preference: Vec<Coding>,
 }
 
 impl fmt::Debug for CompressionLayerBuilder {
@@ -149,18 +214,80 @@ impl fmt::Debug for CompressionLayerBuilder {
             .field("deny", &self.deny)
             .field("flush", &self.flush)
             .field("clear_defaults", &self.clear_defaults)
+            .field("enabled", &self.enabled)
+            .field("preference", &self.preference)
             .finish()
     }
 }
 
 impl CompressionLayerBuilder {
-    /// libdeflate level of the one-shot engine, 1 (fastest) to 12 (smallest). Default [`DEFAULT_LEVEL`].
-    pub fn level(mut self, level: u32) -> Self {
-        self.config.level = level;
+    fn enable(mut self, coding: Coding, on: bool) -> Self {
+        if on {
+            self.enabled.insert(coding);
+        } else {
+            self.enabled.remove(coding);
+        }
         self
     }
 
-    /// zlib level of the streaming engine, 1 (fastest) to 9 (smallest). Default [`DEFAULT_STREAM_LEVEL`].
+    /// Whether gzip is offered. Default: on when the `gzip` feature is (a codec not compiled in is never offered).
+    pub fn gzip(self, on: bool) -> Self {
+        self.enable(Coding::Gzip, on)
+    }
+
+    /// Whether deflate (the zlib format) is offered. Default: on with the `deflate` feature.
+    pub fn deflate(self, on: bool) -> Self {
+        self.enable(Coding::Deflate, on)
+    }
+
+    /// Whether Brotli is offered. Default: on with the `br` feature.
+    pub fn br(self, on: bool) -> Self {
+        self.enable(Coding::Br, on)
+    }
+
+    /// Whether zstd is offered. Default: on with the `zstd` feature.
+    pub fn zstd(self, on: bool) -> Self {
+        self.enable(Coding::Zstd, on)
+    }
+
+    /// libdeflate level of gzip bodies compressed in one shot, 1 (fastest) to 12 (smallest). Default
+    /// [`DEFAULT_GZIP_LEVEL`].
+    pub fn gzip_level(mut self, level: u32) -> Self {
+        self.config.levels[Coding::Gzip.index()] = level;
+        self
+    }
+
+    /// libdeflate level of deflate bodies compressed in one shot, 1 to 12. Default [`DEFAULT_DEFLATE_LEVEL`].
+    pub fn deflate_level(mut self, level: u32) -> Self {
+        self.config.levels[Coding::Deflate.index()] = level;
+        self
+    }
+
+    /// Brotli quality of bodies compressed in one shot, 0 (fastest) to 11 (smallest). Default
+    /// [`DEFAULT_BR_LEVEL`].
+    pub fn br_level(mut self, level: u32) -> Self {
+        self.config.levels[Coding::Br.index()] = level;
+        self
+    }
+
+    /// zstd level of bodies compressed in one shot, 1 (fastest) to 19 (smallest; 19 is the highest whose window
+    /// stays within HTTP's 8 MB). Default [`DEFAULT_ZSTD_LEVEL`].
+    pub fn zstd_level(mut self, level: u32) -> Self {
+        self.config.levels[Coding::Zstd.index()] = level;
+        self
+    }
+
+    /// The server's preference, used when the client's q-values tie: codings listed first win. Codings left out
+    /// keep their default order after the listed ones. Default [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE)
+    /// (zstd, br, gzip, deflate).
+    pub fn preference(mut self, order: impl IntoIterator<Item = Coding>) -> Self {
+        self.preference = order.into_iter().collect();
+        self
+    }
+
+    /// zlib level of gzip and deflate streams, 1 (fastest) to 9 (smallest). Default [`DEFAULT_STREAM_LEVEL`].
+    /// zstd and Brotli streams use fixed settings chosen for the memory budget
+    /// ([`ZSTD_STREAM_LEVEL`](crate::ZSTD_STREAM_LEVEL), [`BR_STREAM_QUALITY`](crate::BR_STREAM_QUALITY)).
     pub fn stream_level(mut self, level: u32) -> Self {
         self.config.stream_level = level;
         self
@@ -245,12 +372,38 @@ impl CompressionLayerBuilder {
     /// Checks the settings.
     pub fn build(self) -> Result<CompressionLayer, ConfigError> {
         let mut config = self.config;
-        if !(1..=MAX_ONESHOT_LEVEL).contains(&config.level) {
-            return Err(ConfigError::new(
-                "level",
-                format!("must be 1 to 12 (got {})", config.level),
-            ));
+        let ranges = [
+            ("gzip_level", 1, MAX_ONESHOT_LEVEL),
+            ("deflate_level", 1, MAX_ONESHOT_LEVEL),
+            ("br_level", 0, 11),
+            ("zstd_level", 1, MAX_ZSTD_LEVEL),
+        ];
+        for (i, (field, low, high)) in ranges.into_iter().enumerate() {
+            let level = config.levels[i];
+            if !(low..=high).contains(&level) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be {low} to {high} (got {level})"),
+                ));
+            }
         }
+        let mut preference: Vec<Coding> = Vec::new();
+        for coding in self.preference.iter().copied().chain(DEFAULT_PREFERENCE) {
+            if self.preference.iter().filter(|c| **c == coding).count() > 1 {
+                return Err(ConfigError::new(
+                    "preference",
+                    format!("lists {coding} more than once"),
+                ));
+            }
+            if !preference.contains(&coding)
+                && self.enabled.contains(coding)
+                && coding.is_compiled()
+            {
+                preference.push(coding);
+            }
+        }
+        config.stream_preference = stream_order(&preference);
+        config.preference = preference;
         if !(1..=9).contains(&config.stream_level) {
             return Err(ConfigError::new(
                 "stream_level",
@@ -316,8 +469,31 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let field = |b: CompressionLayerBuilder| b.build().unwrap_err().field();
-        assert_eq!(field(CompressionLayer::builder().level(0)), "level");
-        assert_eq!(field(CompressionLayer::builder().level(13)), "level");
+        assert_eq!(
+            field(CompressionLayer::builder().gzip_level(0)),
+            "gzip_level"
+        );
+        assert_eq!(
+            field(CompressionLayer::builder().gzip_level(13)),
+            "gzip_level"
+        );
+        assert_eq!(
+            field(CompressionLayer::builder().deflate_level(13)),
+            "deflate_level"
+        );
+        assert_eq!(field(CompressionLayer::builder().br_level(12)), "br_level");
+        assert_eq!(
+            field(CompressionLayer::builder().zstd_level(0)),
+            "zstd_level"
+        );
+        assert_eq!(
+            field(CompressionLayer::builder().zstd_level(20)),
+            "zstd_level"
+        );
+        assert_eq!(
+            field(CompressionLayer::builder().preference([Coding::Br, Coding::Br])),
+            "preference"
+        );
         assert_eq!(
             field(CompressionLayer::builder().stream_level(0)),
             "stream_level"
@@ -355,12 +531,12 @@ mod tests {
             "flush_content_type"
         );
         let message = CompressionLayer::builder()
-            .level(13)
+            .gzip_level(13)
             .build()
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("level") && message.contains("13"),
+            message.contains("gzip_level") && message.contains("13"),
             "{message}"
         );
     }
@@ -368,7 +544,9 @@ mod tests {
     #[test]
     fn good_values_build() {
         let layer = CompressionLayer::builder()
-            .level(12)
+            .gzip_level(12)
+            .br_level(0)
+            .zstd_level(19)
             .stream_level(1)
             .min_size(0)
             .max_buffered(0)
@@ -383,7 +561,7 @@ mod tests {
             .build()
             .unwrap();
         let debug = format!("{layer:?}");
-        assert!(debug.contains("level: 12"), "{debug}");
+        assert!(debug.contains("levels: [12, 7, 0, 19]"), "{debug}");
         assert_eq!(layer.config.content_types.allow.len(), 2);
     }
 }

@@ -1,20 +1,19 @@
-//! `Accept-Encoding` negotiation (RFC 9110 §12.5.3).
+//! `Accept-Encoding` negotiation (RFC 9110 §12.5.3) for every coding.
 
+use crate::codec::Coding;
 use http::{HeaderMap, header::ACCEPT_ENCODING};
 
-/// Whether the request's `Accept-Encoding` lets the server answer with gzip.
-///
-/// - Members are `coding *( OWS ";" OWS param )`, separated by commas, over every `Accept-Encoding` line; codings and
-///   parameter names are case-insensitive; `x-gzip` is an alias of `gzip`.
-/// - `q` is a qvalue (`0`, `0.5`, `1.000`); a member with a malformed qvalue is ignored, as is an unreadable line.
-/// - `gzip` (or `x-gzip`) with `q > 0` accepts; an explicit `gzip;q=0` refuses even when `*` would accept; without a
-///   `gzip` member, `*` decides.
-/// - When `identity` is listed with a higher qvalue than gzip, identity is preferred and gzip is not used.
-/// - No header, or an empty one, means identity only: nothing is compressed.
-pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
-    let mut gzip: Option<u16> = None;
-    let mut star: Option<u16> = None;
-    let mut identity: Option<u16> = None;
+/// What a request's `Accept-Encoding` says, in thousandths per coding (`None`: not listed).
+#[derive(Debug, Default, Clone, Copy)]
+struct Accepted {
+    codings: [Option<u16>; 4],
+    star: Option<u16>,
+    identity: Option<u16>,
+}
+
+fn parse(headers: &HeaderMap) -> Option<Accepted> {
+    let mut accepted = Accepted::default();
+    let mut any = false;
     for value in headers.get_all(ACCEPT_ENCODING) {
         let Ok(text) = value.to_str() else { continue };
         for member in text.split(',') {
@@ -34,21 +33,59 @@ pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
                 }
             }
             let Some(q) = q else { continue };
-            let slot =
-                if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                    &mut gzip
-                } else if coding == "*" {
-                    &mut star
-                } else if coding.eq_ignore_ascii_case("identity") {
-                    &mut identity
-                } else {
-                    continue;
-                };
+            let slot = if let Some(known) = Coding::from_token(coding) {
+                &mut accepted.codings[known.index()]
+            } else if coding == "*" {
+                &mut accepted.star
+            } else if coding.eq_ignore_ascii_case("identity") {
+                &mut accepted.identity
+            } else {
+                // Unknown codings are ignored.
+                continue;
+            };
+            any = true;
             *slot = Some(slot.map_or(q, |old| old.max(q)));
         }
     }
-    let gzip_q = gzip.or(star).unwrap_or(0);
-    gzip_q > 0 && identity.is_none_or(|identity_q| gzip_q >= identity_q)
+    any.then_some(accepted)
+}
+
+/// The coding to answer a request with, given its headers and the server's codings in preference order (first
+/// preferred); `None` means identity (send the body as it is).
+///
+/// - Members are `coding *( OWS ";" OWS param )`, separated by commas, over every `Accept-Encoding` line; codings and
+///   parameter names are case-insensitive; `x-gzip` is an alias of `gzip`; unknown codings are ignored.
+/// - `q` is a qvalue (`0`, `0.5`, `1.000`); a member with a malformed qvalue is ignored, as is an unreadable line.
+/// - A coding listed with `q > 0` is acceptable at that weight; an explicit `q=0` refuses it even when `*` would
+///   accept; a coding not listed takes the weight of `*` when `*` is listed.
+/// - The acceptable coding with the highest weight wins; ties go to the server's preference order.
+/// - When `identity` is listed with a higher weight than the best coding, identity is preferred.
+/// - No header, or an empty one, means identity only: nothing is compressed.
+pub fn choose_coding(headers: &HeaderMap, preference: &[Coding]) -> Option<Coding> {
+    let accepted = parse(headers)?;
+    let mut best: Option<(Coding, u16)> = None;
+    for &coding in preference {
+        if !coding.is_compiled() {
+            continue;
+        }
+        let q = accepted.codings[coding.index()]
+            .or(accepted.star)
+            .unwrap_or(0);
+        if q > 0 && best.is_none_or(|(_, best_q)| q > best_q) {
+            best = Some((coding, q));
+        }
+    }
+    let (coding, q) = best?;
+    accepted
+        .identity
+        .is_none_or(|identity_q| q >= identity_q)
+        .then_some(coding)
+}
+
+/// Whether the request's `Accept-Encoding` lets the server answer with gzip.
+#[cfg(test)]
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
+    choose_coding(headers, &[Coding::Gzip]).is_some()
 }
 
 /// A qvalue in thousandths: `( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`.

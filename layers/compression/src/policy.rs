@@ -6,11 +6,11 @@ use http::{
 };
 use tower_kit_core::ConfigError;
 
-/// Why a response was sent uncompressed. The label value of the `tower_kit.gzip.skipped` metric.
+/// Why a response was sent uncompressed. The label value of the `tower_kit.compression.skipped` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SkipReason {
-    /// The request's `Accept-Encoding` does not allow gzip (or prefers identity).
+    /// The request's `Accept-Encoding` allows none of the layer's codings (or prefers identity).
     NotAccepted,
     /// The response already has a `Content-Encoding`.
     AlreadyEncoded,
@@ -28,11 +28,13 @@ pub enum SkipReason {
     Predicate,
     /// The body is smaller than `min_size`.
     TooSmall,
+    /// The compressed form of a body of known size was not smaller than the body: it was sent as it is.
+    NotSmaller,
 }
 
 impl SkipReason {
     /// The metric label value: `not_accepted`, `already_encoded`, `head`, `status`, `content_range`,
-    /// `no_transform`, `content_type`, `predicate`, `too_small`.
+    /// `no_transform`, `content_type`, `predicate`, `too_small`, `not_smaller`.
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::NotAccepted => "not_accepted",
@@ -44,6 +46,7 @@ impl SkipReason {
             SkipReason::ContentType => "content_type",
             SkipReason::Predicate => "predicate",
             SkipReason::TooSmall => "too_small",
+            SkipReason::NotSmaller => "not_smaller",
         }
     }
 }
@@ -272,20 +275,17 @@ pub(crate) fn merge_vary(headers: &mut HeaderMap) {
     }
 }
 
-/// The header edits of a compressed response: `Content-Encoding: gzip`, `Vary`, a weak `ETag`, no `Accept-Ranges`,
+/// The header edits of a compressed response: `Content-Encoding` (the coding chosen), `Vary`, a weak `ETag`, no `Accept-Ranges`,
 /// and no `Content-Length` (the one-shot path sets the compressed length afterwards).
-pub(crate) fn mark_compressed(headers: &mut HeaderMap) {
-    headers.insert(
-        http::header::CONTENT_ENCODING,
-        HeaderValue::from_static("gzip"),
-    );
+pub(crate) fn mark_compressed(headers: &mut HeaderMap, coding: crate::Coding) {
+    headers.insert(http::header::CONTENT_ENCODING, coding.header_value());
     headers.remove(CONTENT_LENGTH);
     headers.remove(ACCEPT_RANGES);
     merge_vary(headers);
     weaken_etags(headers);
 }
 
-/// A strong `ETag` names these exact bytes; the gzip bytes differ, so it becomes weak (`W/"..."`).
+/// A strong `ETag` names these exact bytes; the compressed bytes differ, so it becomes weak (`W/"..."`).
 pub(crate) fn weaken_etags(headers: &mut HeaderMap) {
     if !headers.contains_key(ETAG) {
         return;

@@ -4,7 +4,7 @@ use crate::{
     body::CompressionBody,
     future::{CallContext, ResponseFuture},
     layer::{Config, RequestHead},
-    negotiate::accepts_gzip,
+    negotiate::choose_coding,
 };
 use http::{Method, Request, Response};
 use http_body::Body;
@@ -60,7 +60,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let context = CallContext {
-            accepts: accepts_gzip(request.headers()),
+            coding: choose_coding(request.headers(), &self.config.preference),
+            stream_coding: choose_coding(request.headers(), &self.config.stream_preference),
             head: request.method() == Method::HEAD,
             request: self.config.predicate.as_ref().map(|_| RequestHead {
                 method: request.method().clone(),

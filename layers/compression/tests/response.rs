@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{ChannelBody, TestBody, gunzip, system_gunzip, text};
+use common::{CODINGS, ChannelBody, TestBody, decode, gunzip, system_gunzip, text};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -121,8 +121,9 @@ async fn skip_when_not_accepted_but_vary() {
     let data = text(5000);
     for accept in [
         None,
-        Some("br"),
-        Some("gzip;q=0"),
+        Some("compress"),
+        Some("gzip;q=0, br;q=0, zstd;q=0, deflate;q=0"),
+        Some("*;q=0"),
         Some("identity"),
         Some("gzip;q=0.5, identity"),
     ] {
@@ -713,7 +714,7 @@ fn metrics_count_compressions_skips_and_bytes() {
             assert_eq!(
                 counter(
                     &snapshot,
-                    "tower_kit.gzip.compressed",
+                    "tower_kit.compression.compressed",
                     ("engine", "libdeflate")
                 ),
                 1
@@ -721,7 +722,7 @@ fn metrics_count_compressions_skips_and_bytes() {
             assert_eq!(
                 counter(
                     &snapshot,
-                    "tower_kit.gzip.compressed",
+                    "tower_kit.compression.compressed",
                     ("engine", "zlib-rs")
                 ),
                 1
@@ -729,7 +730,7 @@ fn metrics_count_compressions_skips_and_bytes() {
             assert_eq!(
                 counter(
                     &snapshot,
-                    "tower_kit.gzip.skipped",
+                    "tower_kit.compression.skipped",
                     ("reason", "not_accepted")
                 ),
                 1
@@ -737,7 +738,7 @@ fn metrics_count_compressions_skips_and_bytes() {
             assert_eq!(
                 counter(
                     &snapshot,
-                    "tower_kit.gzip.skipped",
+                    "tower_kit.compression.skipped",
                     ("reason", "content_type")
                 ),
                 1
@@ -745,7 +746,7 @@ fn metrics_count_compressions_skips_and_bytes() {
             assert_eq!(
                 counter(
                     &snapshot,
-                    "tower_kit.gzip.bytes_in",
+                    "tower_kit.compression.bytes_in",
                     ("engine", "libdeflate")
                 ),
                 5000
@@ -753,13 +754,17 @@ fn metrics_count_compressions_skips_and_bytes() {
             assert_eq!(
                 counter(
                     &snapshot,
-                    "tower_kit.gzip.bytes_out",
+                    "tower_kit.compression.bytes_out",
                     ("engine", "libdeflate")
                 ),
                 compressed as u64
             );
             assert_eq!(
-                counter(&snapshot, "tower_kit.gzip.bytes_in", ("engine", "zlib-rs")),
+                counter(
+                    &snapshot,
+                    "tower_kit.compression.bytes_in",
+                    ("engine", "zlib-rs")
+                ),
                 3000
             );
         })
@@ -895,14 +900,25 @@ mod properties {
 
         #[test]
         fn oneshot_engine_round_trips(data in body_strategy(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
-            let layer = CompressionLayer::builder().min_size(0).build().unwrap();
-            let body = TestBody::chunks(split(&data, &cuts)).exact();
-            let out = runtime().block_on(async {
-                let response = run_once(layer, get(Some("gzip")), with_type("text/plain", body)).await;
-                prop_assert!(!response.body().is_stream());
-                Ok(body_bytes(response).await)
-            })?;
-            prop_assert_eq!(gunzip(&out), data);
+            for coding in CODINGS {
+                let layer = CompressionLayer::builder().min_size(0).build().unwrap();
+                let body = TestBody::chunks(split(&data, &cuts)).exact();
+                let (encoding, out) = runtime().block_on(async {
+                    let response = run_once(layer, get(Some(coding)), with_type("text/plain", body)).await;
+                    prop_assert!(!response.body().is_stream());
+                    let encoding = response.headers().get(header::CONTENT_ENCODING).cloned();
+                    Ok((encoding, body_bytes(response).await))
+                })?;
+                match encoding {
+                    Some(encoding) => {
+                        prop_assert_eq!(&encoding, coding);
+                        prop_assert!(out.len() < data.len(), "{coding}: never larger");
+                        prop_assert_eq!(&decode(coding, &out), &data, "{}", coding);
+                    }
+                    // Not smaller compressed: sent as it is.
+                    None => prop_assert_eq!(&out, &data),
+                }
+            }
         }
 
         #[test]
@@ -911,14 +927,21 @@ mod properties {
             cuts in proptest::collection::vec(any::<usize>(), 0..8),
             flush in any::<bool>(),
         ) {
-            let layer = CompressionLayer::builder().min_size(0).max_buffered(0).flush_every_frame(flush).build().unwrap();
-            let body = TestBody::chunks(split(&data, &cuts)).exact();
-            let out = runtime().block_on(async {
-                let response = run_once(layer, get(Some("gzip")), with_type("text/plain", body)).await;
-                prop_assert!(response.body().is_stream() || data.is_empty());
-                Ok(body_bytes(response).await)
-            })?;
-            prop_assert_eq!(gunzip(&out), data);
+            for coding in CODINGS {
+                let layer = CompressionLayer::builder().min_size(0).max_buffered(0).flush_every_frame(flush).build().unwrap();
+                let body = TestBody::chunks(split(&data, &cuts)).exact();
+                let out = runtime().block_on(async {
+                    let response = run_once(layer, get(Some(coding)), with_type("text/plain", body)).await;
+                    prop_assert!(response.body().is_stream() || data.is_empty());
+                    if response.body().is_stream() {
+                        prop_assert_eq!(&response.headers()[header::CONTENT_ENCODING], coding);
+                    }
+                    Ok(body_bytes(response).await)
+                })?;
+                if !data.is_empty() {
+                    prop_assert_eq!(&decode(coding, &out), &data, "{}", coding);
+                }
+            }
         }
     }
 }

@@ -8,14 +8,15 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use common::{ChannelBody, gunzip, gzip, system_gunzip, text};
+use common::{
+    CODINGS, ChannelBody, StreamDecoder, decode, encode, gunzip, system_gunzip, system_unzstd, text,
+};
 use http::{Request, Response, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::{
     convert::Infallible,
-    io::Write,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -24,7 +25,27 @@ use tower::{Layer, ServiceExt, service_fn};
 use tower_kit_compression::{CompressionLayer, RequestDecompressionLayer};
 
 #[tokio::test]
-async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
+async fn sse_over_hyper_gzip_each_event_decodes_before_the_stream_ends() {
+    sse_over_hyper("gzip").await;
+}
+
+#[tokio::test]
+async fn sse_over_hyper_deflate_each_event_decodes_before_the_stream_ends() {
+    sse_over_hyper("deflate").await;
+}
+
+#[tokio::test]
+async fn sse_over_hyper_br_each_event_decodes_before_the_stream_ends() {
+    sse_over_hyper("br").await;
+}
+
+#[tokio::test]
+async fn sse_over_hyper_zstd_each_event_decodes_before_the_stream_ends() {
+    sse_over_hyper("zstd").await;
+}
+
+/// The client asks for `coding` only and must decode each event before the server sends the next.
+async fn sse_over_hyper(coding: &'static str) {
     // The server sends an event, then waits for the client to say it decoded it before sending the next.
     let (decoded_tx, decoded_rx) = mpsc::channel::<()>(1);
     let decoded_rx = Arc::new(tokio::sync::Mutex::new(decoded_rx));
@@ -72,18 +93,18 @@ async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
     tokio::spawn(connection);
     let request = Request::get("/events")
         .header(header::HOST, "localhost")
-        .header(header::ACCEPT_ENCODING, "gzip")
+        .header(header::ACCEPT_ENCODING, coding)
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], coding);
     assert_eq!(response.headers()[header::VARY], "accept-encoding");
     let mut body = response.into_body();
-    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let mut decoder = StreamDecoder::new(coding);
     let mut raw = Vec::new();
     for i in 0..3 {
         let want = format!("id: {i}\ndata: {{\"n\":{i},\"text\":\"event number {i}\"}}\n\n");
-        while !String::from_utf8_lossy(decoder.get_ref()).contains(&want) {
+        while !String::from_utf8_lossy(decoder.decoded()).contains(&want) {
             let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
                 .await
                 .unwrap_or_else(|_| panic!("event {i} did not arrive decodable"))
@@ -91,8 +112,7 @@ async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
                 .unwrap();
             if let Ok(data) = frame.into_data() {
                 raw.extend_from_slice(&data);
-                decoder.write_all(&data).unwrap();
-                decoder.flush().unwrap();
+                decoder.push(&data);
             }
         }
         if i < 2 {
@@ -104,9 +124,13 @@ async fn sse_over_hyper_each_event_decodes_before_the_stream_ends() {
             raw.extend_from_slice(&data);
         }
     }
-    let all = String::from_utf8(gunzip(&raw)).unwrap();
+    let all = String::from_utf8(decode(coding, &raw)).unwrap();
     assert_eq!(all.matches("data: ").count(), 3);
-    assert_eq!(system_gunzip(&raw), all.as_bytes());
+    match coding {
+        "gzip" => assert_eq!(system_gunzip(&raw), all.as_bytes()),
+        "zstd" => assert_eq!(system_unzstd(&raw), all.as_bytes()),
+        _ => {}
+    }
     drop(sender);
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -141,11 +165,15 @@ async fn axum_router_with_both_layers() {
         .build_http::<Full<Bytes>>();
 
     let request = Request::get(format!("http://{addr}/page"))
-        .header(header::ACCEPT_ENCODING, "br;q=1, gzip;q=0.8")
+        .header(header::ACCEPT_ENCODING, "br;q=0.5, gzip;q=0.8")
         .body(Full::default())
         .unwrap();
     let response = client.request(request).await.unwrap();
-    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(
+        response.headers()[header::CONTENT_ENCODING],
+        "gzip",
+        "the higher q-value wins"
+    );
     let length: usize = response.headers()[header::CONTENT_LENGTH]
         .to_str()
         .unwrap()
@@ -167,17 +195,19 @@ async fn axum_router_with_both_layers() {
         "ok"
     );
 
-    // A gzip upload is decoded before the handler.
-    let request = Request::post(format!("http://{addr}/upload"))
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Full::new(Bytes::from(gzip(&text(30_000)))))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.into_body().collect().await.unwrap().to_bytes(),
-        "got 30000 bytes"
-    );
+    // Every coding's upload is decoded before the handler.
+    for coding in CODINGS {
+        let request = Request::post(format!("http://{addr}/upload"))
+            .header(header::CONTENT_ENCODING, coding)
+            .body(Full::new(Bytes::from(encode(coding, &text(30_000)))))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), 200, "{coding}");
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "got 30000 bytes"
+        );
+    }
     // A corrupt one is 400 before the handler.
     let request = Request::post(format!("http://{addr}/upload"))
         .header(header::CONTENT_ENCODING, "gzip")

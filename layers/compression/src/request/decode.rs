@@ -1,7 +1,8 @@
-//! A multi-member gzip decoder with a cap on decoded (and on compressed) bytes.
+//! Decoders for every coding, with a cap on decoded (and on compressed) bytes. Stacked codings are undone in reverse
+//! of the order listed: the last one streaming as the body arrives, the others over its (capped) output.
 
+use crate::codec::Coding;
 use bytes::Bytes;
-use flate2::write::MultiGzDecoder;
 use std::io::{self, Write};
 
 /// Why a body could not be decoded.
@@ -9,7 +10,7 @@ use std::io::{self, Write};
 pub(crate) enum DecodeError {
     /// More than the cap of decoded bytes (or of compressed input).
     TooLarge,
-    /// Not gzip, corrupt, or truncated.
+    /// Not in the coding it claims, corrupt, or truncated.
     Corrupt,
 }
 
@@ -42,27 +43,195 @@ impl Write for Sink {
     }
 }
 
-/// Feeds compressed chunks as they arrive; memory stays within the cap plus flate2's 32 KiB window and buffer.
+/// The largest zstd window a request may use: 2^23 = 8 MB (RFC 9659), so a decoder's memory stays bounded.
+pub(crate) const ZSTD_MAX_WINDOW_LOG: u32 = 23;
+
+/// One streaming decoder writing into a capped [`Sink`].
+enum Stage {
+    Gzip(flate2::write::MultiGzDecoder<Sink>),
+    /// `deflate` before its first two bytes are seen: zlib (RFC 9110) or raw deflate, which some clients send.
+    DeflateStart(Vec<u8>, Sink),
+    Zlib(flate2::write::ZlibDecoder<Sink>),
+    RawDeflate(flate2::write::DeflateDecoder<Sink>),
+    #[cfg(feature = "br")]
+    Br(Box<brotli::DecompressorWriter<Sink>>),
+    #[cfg(feature = "zstd")]
+    Zstd(zstd::stream::write::Decoder<'static, Sink>),
+    /// Swapped out while finishing.
+    Done,
+}
+
+impl Stage {
+    fn new(coding: Coding, cap: usize) -> Self {
+        let sink = Sink {
+            buf: Vec::new(),
+            cap,
+            over: false,
+        };
+        match coding {
+            Coding::Gzip => Stage::Gzip(flate2::write::MultiGzDecoder::new(sink)),
+            Coding::Deflate => Stage::DeflateStart(Vec::new(), sink),
+            #[cfg(feature = "br")]
+            Coding::Br => Stage::Br(Box::new(brotli::DecompressorWriter::new(sink, 4096))),
+            #[cfg(feature = "zstd")]
+            Coding::Zstd => match zstd::stream::write::Decoder::new(sink) {
+                Ok(mut decoder) => {
+                    let _ = decoder.window_log_max(ZSTD_MAX_WINDOW_LOG);
+                    Stage::Zstd(decoder)
+                }
+                Err(_) => Stage::Done,
+            },
+            #[allow(unreachable_patterns)]
+            _ => Stage::Done,
+        }
+    }
+
+    fn sink(&self) -> Option<&Sink> {
+        Some(match self {
+            Stage::Gzip(d) => d.get_ref(),
+            Stage::DeflateStart(_, sink) => sink,
+            Stage::Zlib(d) => d.get_ref(),
+            Stage::RawDeflate(d) => d.get_ref(),
+            #[cfg(feature = "br")]
+            Stage::Br(d) => d.get_ref(),
+            #[cfg(feature = "zstd")]
+            Stage::Zstd(d) => d.get_ref(),
+            Stage::Done => return None,
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Stage::Gzip(d) => d.write_all(data),
+            Stage::DeflateStart(head, _) => {
+                head.extend_from_slice(data);
+                if head.len() < 2 {
+                    return Ok(());
+                }
+                let Stage::DeflateStart(head, sink) = std::mem::replace(self, Stage::Done) else {
+                    return Ok(());
+                };
+                // RFC 1950: CM = 8, a window of at most 32 KiB, and the header check bits.
+                let zlib = head[0] & 0x0f == 8
+                    && head[0] >> 4 <= 7
+                    && u16::from_be_bytes([head[0], head[1]]) % 31 == 0;
+                *self = if zlib {
+                    Stage::Zlib(flate2::write::ZlibDecoder::new(sink))
+                } else {
+                    Stage::RawDeflate(flate2::write::DeflateDecoder::new(sink))
+                };
+                self.write(&head)
+            }
+            Stage::Zlib(d) => d.write_all(data),
+            Stage::RawDeflate(d) => d.write_all(data),
+            #[cfg(feature = "br")]
+            Stage::Br(d) => d.write_all(data),
+            #[cfg(feature = "zstd")]
+            Stage::Zstd(d) => d.write_all(data),
+            Stage::Done => Err(io::Error::other("decoder not available")),
+        }
+    }
+
+    /// Ends the stream (checking its end is complete) and returns the decoded bytes.
+    fn finish(self) -> Result<Vec<u8>, DecodeError> {
+        let over = |sink: Option<&Sink>| sink.is_some_and(|s| s.over);
+        let result: io::Result<Sink> = match self {
+            Stage::Gzip(mut d) => {
+                let r = d.try_finish();
+                if over(Some(d.get_ref())) {
+                    return Err(DecodeError::TooLarge);
+                }
+                r.and_then(|()| d.finish())
+            }
+            // Fewer than two bytes: no deflate stream is that short.
+            Stage::DeflateStart(..) => Err(io::Error::other("truncated deflate body")),
+            Stage::Zlib(mut d) => {
+                let r = d.try_finish();
+                if over(Some(d.get_ref())) {
+                    return Err(DecodeError::TooLarge);
+                }
+                r.and_then(|()| d.finish())
+            }
+            Stage::RawDeflate(mut d) => {
+                let r = d.try_finish();
+                if over(Some(d.get_ref())) {
+                    return Err(DecodeError::TooLarge);
+                }
+                r.and_then(|()| d.finish())
+            }
+            #[cfg(feature = "br")]
+            Stage::Br(d) => match d.into_inner() {
+                Ok(sink) => Ok(sink),
+                Err(sink) if sink.over => return Err(DecodeError::TooLarge),
+                Err(_) => Err(io::Error::other("truncated or corrupt brotli")),
+            },
+            #[cfg(feature = "zstd")]
+            Stage::Zstd(mut d) => {
+                let r = d.do_finish();
+                if over(Some(d.get_ref())) {
+                    return Err(DecodeError::TooLarge);
+                }
+                r.map(|()| d.into_inner())
+            }
+            Stage::Done => Err(io::Error::other("decoder not available")),
+        };
+        match result {
+            Ok(sink) if sink.over => Err(DecodeError::TooLarge),
+            Ok(sink) => Ok(sink.buf),
+            Err(_) => Err(DecodeError::Corrupt),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Stage::Gzip(_) => "gzip",
+            Stage::DeflateStart(..) => "deflate",
+            Stage::Zlib(_) => "zlib",
+            Stage::RawDeflate(_) => "raw-deflate",
+            #[cfg(feature = "br")]
+            Stage::Br(_) => "br",
+            #[cfg(feature = "zstd")]
+            Stage::Zstd(_) => "zstd",
+            Stage::Done => "done",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Feeds compressed chunks as they arrive; memory stays within the cap plus the codec's window (at most 32 KiB for
+/// gzip and deflate, 16 MiB for Brotli, 8 MB for zstd) and buffers.
 #[derive(Debug)]
 pub(crate) struct Decoder {
-    inner: MultiGzDecoder<Sink>,
+    /// The last coding listed, decoded as the body arrives.
+    first: Stage,
+    /// The codings listed before it, undone afterwards, last listed first.
+    rest: Vec<Coding>,
+    cap: usize,
     input: u64,
     max_input: u64,
 }
 
 impl Decoder {
-    /// Decodes at most `cap` bytes. Compressed input is capped too, at `cap + cap / 16 + 1024` (incompressible data
-    /// grows a little), so a stream of empty members cannot run forever.
-    pub(crate) fn new(cap: usize) -> Self {
+    /// Decodes `codings` (in the order the `Content-Encoding` lists them, so the last one is undone first) into at
+    /// most `cap` bytes. Compressed input is capped too, at `cap + cap / 16 + 1024` (incompressible data grows a
+    /// little), so a stream of empty members cannot run forever.
+    pub(crate) fn new(codings: &[Coding], cap: usize) -> Self {
+        let mut rest: Vec<Coding> = codings.to_vec();
+        let last = rest.pop().unwrap_or(Coding::Gzip);
         Self {
-            inner: MultiGzDecoder::new(Sink {
-                buf: Vec::new(),
-                cap,
-                over: false,
-            }),
+            first: Stage::new(last, cap),
+            rest,
+            cap,
             input: 0,
             max_input: cap as u64 + cap as u64 / 16 + 1024,
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn gzip(cap: usize) -> Self {
+        Self::new(&[Coding::Gzip], cap)
     }
 
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), DecodeError> {
@@ -70,17 +239,29 @@ impl Decoder {
         if self.input > self.max_input {
             return Err(DecodeError::TooLarge);
         }
-        self.inner.write_all(data).map_err(|_| self.error())
+        self.first.write(data).map_err(|_| self.error())
     }
 
-    /// Checks the end of the last member (CRC and length) and returns the decoded bytes.
-    pub(crate) fn finish(mut self) -> Result<Bytes, DecodeError> {
-        self.inner.try_finish().map_err(|_| self.error())?;
-        Ok(Bytes::from(std::mem::take(&mut self.inner.get_mut().buf)))
+    /// Checks the end of the stream and returns the decoded bytes, after undoing the other codings.
+    pub(crate) fn finish(self) -> Result<Bytes, DecodeError> {
+        let mut data = self.first.finish()?;
+        for coding in self.rest.into_iter().rev() {
+            let mut stage = Stage::new(coding, self.cap);
+            let fed = stage.write(&data);
+            if fed.is_err() {
+                return Err(if stage.sink().is_some_and(|s| s.over) {
+                    DecodeError::TooLarge
+                } else {
+                    DecodeError::Corrupt
+                });
+            }
+            data = stage.finish()?;
+        }
+        Ok(Bytes::from(data))
     }
 
     fn error(&self) -> DecodeError {
-        if self.inner.get_ref().over {
+        if self.first.sink().is_some_and(|s| s.over) {
             DecodeError::TooLarge
         } else {
             DecodeError::Corrupt
@@ -89,7 +270,7 @@ impl Decoder {
 
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.inner.get_ref().buf.capacity()
+        self.first.sink().map_or(0, |s| s.buf.capacity())
     }
 }
 
@@ -105,7 +286,7 @@ mod tests {
     }
 
     fn decode(input: &[u8], cap: usize, chunk: usize) -> Result<Bytes, DecodeError> {
-        let mut d = Decoder::new(cap);
+        let mut d = Decoder::gzip(cap);
         for c in input.chunks(chunk.max(1)) {
             d.feed(c)?;
         }
@@ -174,7 +355,7 @@ mod tests {
     #[test]
     fn memory_stays_near_the_cap() {
         let zeros = gzip(&vec![0; 5_000_000]);
-        let mut d = Decoder::new(1_000_000);
+        let mut d = Decoder::gzip(1_000_000);
         let mut result = Ok(());
         for c in zeros.chunks(4096) {
             result = d.feed(c);

@@ -28,6 +28,7 @@ pin_project! {
         fut: Option<S::Future>,
         decoding: Option<Decoding<S, B>>,
         immediate: Option<(StatusCode, &'static str)>,
+        accept: HeaderValue,
     }
 }
 
@@ -47,18 +48,30 @@ where
             fut: Some(fut),
             decoding: None,
             immediate: None,
+            accept: HeaderValue::from_static(""),
         }
     }
 
-    pub(crate) fn immediate(status: StatusCode, message: &'static str) -> Self {
+    pub(crate) fn immediate(
+        status: StatusCode,
+        message: &'static str,
+        accept: HeaderValue,
+    ) -> Self {
         Self {
             fut: None,
             decoding: None,
             immediate: Some((status, message)),
+            accept,
         }
     }
 
-    pub(crate) fn decoding(service: S, parts: Parts, body: B, decoder: Decoder) -> Self {
+    pub(crate) fn decoding(
+        service: S,
+        parts: Parts,
+        body: B,
+        decoder: Decoder,
+        accept: HeaderValue,
+    ) -> Self {
         Self {
             fut: None,
             decoding: Some(Decoding {
@@ -68,6 +81,7 @@ where
                 decoder,
             }),
             immediate: None,
+            accept,
         }
     }
 }
@@ -95,7 +109,10 @@ fn refuse(error: DecodeError) -> (StatusCode, &'static str) {
         }
         DecodeError::Corrupt => {
             metrics::request("corrupt");
-            (StatusCode::BAD_REQUEST, "request body is not valid gzip\n")
+            (
+                StatusCode::BAD_REQUEST,
+                "request body is not valid in its Content-Encoding\n",
+            )
         }
     }
 }
@@ -114,12 +131,13 @@ where
                 return fut.poll(cx).map_ok(|r| r.map(PolicyBody::inner));
             }
             if let Some((status, message)) = this.immediate.take() {
-                return Poll::Ready(Ok(refusal(status, message)));
+                return Poll::Ready(Ok(refusal(status, message, this.accept)));
             }
             let Some(decoding) = this.decoding.as_mut() else {
                 return Poll::Ready(Ok(refusal(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "gzip request future polled after completion\n",
+                    "request decoding future polled after completion\n",
+                    this.accept,
                 )));
             };
             let mut failure = None;

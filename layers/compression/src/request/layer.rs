@@ -1,7 +1,8 @@
 //! [`RequestDecompressionLayer`] and its builder.
 
 use super::service::RequestDecompression;
-use http::request;
+use crate::codec::{Coding, CodingSet};
+use http::{HeaderValue, request};
 use std::{fmt, sync::Arc};
 use tower_kit_core::ConfigError;
 use tower_layer::Layer;
@@ -14,6 +15,10 @@ pub(crate) type Exempt = Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>;
 
 pub(crate) struct RequestConfig {
     pub(crate) max_decoded: usize,
+    /// The codings decoded.
+    pub(crate) codings: Vec<Coding>,
+    /// The `Accept-Encoding` of a 415: the codings decoded, comma-separated.
+    pub(crate) accept_encoding: HeaderValue,
     pub(crate) exempt: Option<Exempt>,
 }
 
@@ -21,18 +26,37 @@ impl fmt::Debug for RequestConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestConfig")
             .field("max_decoded", &self.max_decoded)
+            .field("codings", &self.codings)
             .field("exempt", &self.exempt.is_some())
             .finish()
     }
 }
 
-/// Decodes gzip request bodies before the inner service sees them.
+/// The `Accept-Encoding` value listing `codings`.
+fn accept_encoding(codings: &[Coding]) -> HeaderValue {
+    let list: Vec<&str> = codings.iter().map(|c| c.as_str()).collect();
+    HeaderValue::from_str(&list.join(", ")).unwrap_or_else(|_| HeaderValue::from_static("identity"))
+}
+
+fn compiled() -> Vec<Coding> {
+    [Coding::Gzip, Coding::Deflate, Coding::Br, Coding::Zstd]
+        .into_iter()
+        .filter(|c| c.is_compiled())
+        .collect()
+}
+
+/// Decodes encoded request bodies (gzip, deflate, br, zstd) before the inner service sees them.
 ///
-/// - `Content-Encoding: gzip` (or `x-gzip`; `identity` members are ignored): the body is decoded, every member of
-///   a multi-member stream, into memory, up to [`max_decoded`](RequestDecompressionLayerBuilder::max_decoded) bytes; the
-///   inner service gets the decoded bytes with an exact `Content-Length` and no `Content-Encoding`.
-/// - Over the cap: `413 Payload Too Large`, without reading further. Corrupt, truncated, or unreadable: `400`.
-/// - Any other coding, or gzip stacked on gzip: `415 Unsupported Media Type` with `Accept-Encoding: gzip`.
+/// - `Content-Encoding` naming codings this layer decodes (`x-gzip` is gzip; `deflate` is the zlib format, and raw
+///   deflate, which some clients send, is recognised too; `identity` members are ignored): the body is decoded into
+///   memory, up to [`max_decoded`](RequestDecompressionLayerBuilder::max_decoded) bytes, stacked codings undone in
+///   reverse of the order listed (at most 4); the inner service gets the decoded bytes with an exact
+///   `Content-Length` and no `Content-Encoding`.
+/// - Over the cap: `413 Payload Too Large`, without reading further; memory stays within the cap plus the codec's
+///   window (zstd frames asking for a window over 8 MB are refused as corrupt, RFC 9659). Corrupt, truncated, or
+///   unreadable: `400`.
+/// - Any other coding: `415 Unsupported Media Type` with an `Accept-Encoding` listing the codings decoded (RFC 9110
+///   §15.5.16).
 /// - No `Content-Encoding`: the request passes through untouched.
 /// - No body (the body has ended or is exactly 0 bytes, or `Content-Length: 0`), whatever the `Content-Encoding`:
 ///   the request passes through untouched, so `GET /health` from a client that labels every request is not refused.
@@ -55,6 +79,8 @@ impl RequestDecompressionLayer {
         Self {
             config: Arc::new(RequestConfig {
                 max_decoded: DEFAULT_MAX_DECODED,
+                accept_encoding: accept_encoding(&compiled()),
+                codings: compiled(),
                 exempt: None,
             }),
         }
@@ -64,6 +90,7 @@ impl RequestDecompressionLayer {
     pub fn builder() -> RequestDecompressionLayerBuilder {
         RequestDecompressionLayerBuilder {
             max_decoded: DEFAULT_MAX_DECODED,
+            codings: CodingSet::compiled(),
             exempt: None,
         }
     }
@@ -74,6 +101,7 @@ impl RequestDecompressionLayer {
 #[must_use]
 pub struct RequestDecompressionLayerBuilder {
     max_decoded: usize,
+    codings: CodingSet,
     exempt: Option<Exempt>,
 }
 
@@ -81,12 +109,42 @@ impl fmt::Debug for RequestDecompressionLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestDecompressionLayerBuilder")
             .field("max_decoded", &self.max_decoded)
+            .field("codings", &self.codings)
             .field("exempt", &self.exempt.is_some())
             .finish()
     }
 }
 
 impl RequestDecompressionLayerBuilder {
+    fn enable(mut self, coding: Coding, on: bool) -> Self {
+        if on {
+            self.codings.insert(coding);
+        } else {
+            self.codings.remove(coding);
+        }
+        self
+    }
+
+    /// Whether gzip bodies are decoded (otherwise 415). Default: on with the `gzip` feature.
+    pub fn gzip(self, on: bool) -> Self {
+        self.enable(Coding::Gzip, on)
+    }
+
+    /// Whether deflate bodies (zlib format, or raw deflate) are decoded. Default: on with the `deflate` feature.
+    pub fn deflate(self, on: bool) -> Self {
+        self.enable(Coding::Deflate, on)
+    }
+
+    /// Whether Brotli bodies are decoded. Default: on with the `br` feature.
+    pub fn br(self, on: bool) -> Self {
+        self.enable(Coding::Br, on)
+    }
+
+    /// Whether zstd bodies are decoded (window at most 8 MB). Default: on with the `zstd` feature.
+    pub fn zstd(self, on: bool) -> Self {
+        self.enable(Coding::Zstd, on)
+    }
+
     /// The most decoded bytes accepted, in bytes; more is answered 413. Default 10 MiB; at least 1, at most 1 GiB.
     pub fn max_decoded(mut self, bytes: usize) -> Self {
         self.max_decoded = bytes;
@@ -111,9 +169,15 @@ impl RequestDecompressionLayerBuilder {
                 format!("must be 1 byte to 1 GiB (got {})", self.max_decoded),
             ));
         }
+        let codings: Vec<Coding> = compiled()
+            .into_iter()
+            .filter(|c| self.codings.contains(*c))
+            .collect();
         Ok(RequestDecompressionLayer {
             config: Arc::new(RequestConfig {
                 max_decoded: self.max_decoded,
+                accept_encoding: accept_encoding(&codings),
+                codings,
                 exempt: self.exempt,
             }),
         })

@@ -1,4 +1,4 @@
-//! Request side: [`RequestDecompressionLayer`] decodes `Content-Encoding: gzip` request bodies.
+//! Request side: [`RequestDecompressionLayer`] decodes gzip, deflate, br and zstd request bodies.
 
 mod body;
 mod decode;

@@ -1,6 +1,7 @@
 //! [`RequestDecompression`]: the request decoding service.
 
 use super::{body::DecodedBody, decode::Decoder, future::RequestFuture, layer::RequestConfig};
+use crate::codec::Coding;
 use crate::metrics;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header::CONTENT_ENCODING};
 use http_body::Body;
@@ -39,37 +40,45 @@ impl<S> RequestDecompression<S> {
     }
 }
 
+/// The most codings a request body may stack; more is answered 415.
+pub(crate) const MAX_STACKED: usize = 4;
+
 /// What a request's `Content-Encoding` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Coding {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RequestCoding {
     /// No coding (or only `identity`): `strip` when the header is there.
-    Identity {
-        strip: bool,
-    },
-    Gzip,
+    Identity { strip: bool },
+    /// These codings, in the order listed (applied first to last, so undone last to first).
+    Encoded(Vec<Coding>),
+    /// A coding this layer does not decode, or more than [`MAX_STACKED`].
     Unsupported,
 }
 
-pub(crate) fn coding(headers: &HeaderMap) -> Coding {
+pub(crate) fn coding(headers: &HeaderMap, accepted: &[Coding]) -> RequestCoding {
     let mut codings = Vec::new();
     let mut present = false;
     for value in headers.get_all(CONTENT_ENCODING) {
         present = true;
         let Ok(text) = value.to_str() else {
-            return Coding::Unsupported;
+            return RequestCoding::Unsupported;
         };
-        codings.extend(
-            text.split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")),
-        );
-    }
-    match codings.as_slice() {
-        [] => Coding::Identity { strip: present },
-        [one] if one.eq_ignore_ascii_case("gzip") || one.eq_ignore_ascii_case("x-gzip") => {
-            Coding::Gzip
+        for token in text
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        {
+            match Coding::from_token(token) {
+                Some(coding) if accepted.contains(&coding) && codings.len() < MAX_STACKED => {
+                    codings.push(coding)
+                }
+                _ => return RequestCoding::Unsupported,
+            }
         }
-        _ => Coding::Unsupported,
+    }
+    if codings.is_empty() {
+        RequestCoding::Identity { strip: present }
+    } else {
+        RequestCoding::Encoded(codings)
     }
 }
 
@@ -83,8 +92,12 @@ pub(crate) fn carries_no_body<B: Body>(request: &Request<B>) -> bool {
         || tower_kit_core::content_length(request.headers()) == Some(0)
 }
 
-/// A plain-text refusal.
-pub(crate) fn refusal<B>(status: StatusCode, message: &'static str) -> Response<PolicyBody<B>> {
+/// A plain-text refusal; a 415 lists the codings this layer decodes in `Accept-Encoding` (RFC 9110 §15.5.16).
+pub(crate) fn refusal<B>(
+    status: StatusCode,
+    message: &'static str,
+    accept: &HeaderValue,
+) -> Response<PolicyBody<B>> {
     let mut response = Response::new(PolicyBody::full(message));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -92,11 +105,10 @@ pub(crate) fn refusal<B>(status: StatusCode, message: &'static str) -> Response<
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        // RFC 7694: say which codings are accepted.
-        response.headers_mut().insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
+        // RFC 9110 §15.5.16 (and RFC 7694): say which codings are accepted.
+        response
+            .headers_mut()
+            .insert(http::header::ACCEPT_ENCODING, accept.clone());
     }
     response
 }
@@ -136,8 +148,8 @@ impl<S> RequestDecompression<S> {
         S: Service<Request<DecodedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
         ReqBody: Body,
     {
-        let coding = coding(request.headers());
-        if !matches!(coding, Coding::Identity { .. }) && carries_no_body(&request) {
+        let coding = coding(request.headers(), &self.config.codings);
+        if !matches!(coding, RequestCoding::Identity { .. }) && carries_no_body(&request) {
             // Nothing to decode (`GET /health` from a client that sets `Content-Encoding` on every request): not
             // refused, not touched.
             metrics::request("no_body");
@@ -146,7 +158,7 @@ impl<S> RequestDecompression<S> {
             return RequestFuture::inner(self.inner.call(request));
         }
         match coding {
-            Coding::Identity { strip } => {
+            RequestCoding::Identity { strip } => {
                 let (mut parts, body) = request.into_parts();
                 if strip {
                     parts.headers.remove(CONTENT_ENCODING);
@@ -154,19 +166,27 @@ impl<S> RequestDecompression<S> {
                 let request = Request::from_parts(parts, DecodedBody::Passthrough { body });
                 RequestFuture::inner(self.inner.call(request))
             }
-            Coding::Unsupported => {
+            RequestCoding::Unsupported => {
                 metrics::request("unsupported");
                 RequestFuture::immediate(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "request Content-Encoding must be gzip or identity\n",
+                    "request Content-Encoding is not one this server decodes (see Accept-Encoding)\n",
+                    self.config.accept_encoding.clone(),
                 )
             }
-            Coding::Gzip => {
+            RequestCoding::Encoded(codings) => {
                 // The ready clone goes with the request; the fresh clone waits for the next `poll_ready`.
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
                 let (parts, body) = request.into_parts();
-                RequestFuture::decoding(service, parts, body, Decoder::new(self.config.max_decoded))
+                let decoder = Decoder::new(&codings, self.config.max_decoded);
+                RequestFuture::decoding(
+                    service,
+                    parts,
+                    body,
+                    decoder,
+                    self.config.accept_encoding.clone(),
+                )
             }
         }
     }
@@ -176,28 +196,56 @@ impl<S> RequestDecompression<S> {
 mod tests {
     use super::*;
 
-    fn coding_of(values: &[&[u8]]) -> Coding {
+    const ALL: [Coding; 4] = [Coding::Gzip, Coding::Deflate, Coding::Br, Coding::Zstd];
+
+    fn coding_of(values: &[&[u8]], accepted: &[Coding]) -> RequestCoding {
         let mut h = HeaderMap::new();
         for v in values {
             h.append(CONTENT_ENCODING, HeaderValue::from_bytes(v).unwrap());
         }
-        coding(&h)
+        coding(&h, accepted)
     }
 
     #[test]
     fn content_encoding_values() {
-        assert_eq!(coding_of(&[]), Coding::Identity { strip: false });
-        assert_eq!(coding_of(&[b"identity"]), Coding::Identity { strip: true });
-        assert_eq!(coding_of(&[b""]), Coding::Identity { strip: true });
-        assert_eq!(coding_of(&[b"gzip"]), Coding::Gzip);
-        assert_eq!(coding_of(&[b" GZIP "]), Coding::Gzip);
-        assert_eq!(coding_of(&[b"x-gzip"]), Coding::Gzip);
-        assert_eq!(coding_of(&[b"identity, gzip"]), Coding::Gzip);
-        assert_eq!(coding_of(&[b"gzip, gzip"]), Coding::Unsupported);
-        assert_eq!(coding_of(&[b"gzip", b"gzip"]), Coding::Unsupported);
-        assert_eq!(coding_of(&[b"br"]), Coding::Unsupported);
-        assert_eq!(coding_of(&[b"deflate"]), Coding::Unsupported);
-        assert_eq!(coding_of(&[b"gzip, br"]), Coding::Unsupported);
-        assert_eq!(coding_of(&[b"gz\xffip"]), Coding::Unsupported);
+        use RequestCoding::{Encoded, Identity, Unsupported};
+        let of = |values: &[&[u8]]| coding_of(values, &ALL);
+        assert_eq!(of(&[]), Identity { strip: false });
+        assert_eq!(of(&[b"identity"]), Identity { strip: true });
+        assert_eq!(of(&[b""]), Identity { strip: true });
+        assert_eq!(of(&[b"gzip"]), Encoded(vec![Coding::Gzip]));
+        assert_eq!(of(&[b" GZIP "]), Encoded(vec![Coding::Gzip]));
+        assert_eq!(of(&[b"x-gzip"]), Encoded(vec![Coding::Gzip]));
+        assert_eq!(of(&[b"identity, gzip"]), Encoded(vec![Coding::Gzip]));
+        assert_eq!(of(&[b"br"]), Encoded(vec![Coding::Br]));
+        assert_eq!(of(&[b"zstd"]), Encoded(vec![Coding::Zstd]));
+        assert_eq!(of(&[b"deflate"]), Encoded(vec![Coding::Deflate]));
+        assert_eq!(
+            of(&[b"gzip, br"]),
+            Encoded(vec![Coding::Gzip, Coding::Br]),
+            "stacked, in the order listed"
+        );
+        assert_eq!(
+            of(&[b"gzip", b"zstd"]),
+            Encoded(vec![Coding::Gzip, Coding::Zstd]),
+            "over several lines"
+        );
+        assert_eq!(
+            of(&[b"gzip, gzip, gzip, gzip"]).clone(),
+            Encoded(vec![Coding::Gzip; 4])
+        );
+        assert_eq!(
+            of(&[b"gzip, gzip, gzip, gzip, gzip"]),
+            Unsupported,
+            "more than 4"
+        );
+        assert_eq!(of(&[b"compress"]), Unsupported);
+        assert_eq!(of(&[b"gzip, compress"]), Unsupported);
+        assert_eq!(of(&[b"gz\xffip"]), Unsupported);
+        assert_eq!(
+            coding_of(&[b"br"], &[Coding::Gzip]),
+            Unsupported,
+            "not enabled"
+        );
     }
 }

@@ -162,3 +162,142 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
+
+/// The content codings, as their `Accept-Encoding` tokens.
+pub const CODINGS: [&str; 4] = ["gzip", "deflate", "br", "zstd"];
+
+/// Runs a command-line decoder over `data` (`gzip -dc`, `zstd -dc`), failing with the package to install.
+fn system_decode(program: &str, data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(program)
+        .args(["-d", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("tower-kit-compression tests need the `{program}` binary on PATH (Debian package `{program}`): {e}")
+        });
+    let mut stdin = child.stdin.take().unwrap();
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} -d failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Decodes with the system's `zstd -dc` (the reference implementation).
+pub fn system_unzstd(data: &[u8]) -> Vec<u8> {
+    system_decode("zstd", data)
+}
+
+/// Decodes `data` in `coding` with a decoder independent of the encoder: flate2 (miniz_oxide) for gzip and
+/// deflate (zlib format), the `brotli` crate's decoder side (brotli-decompressor) for br, and the `zstd` binary
+/// (the reference implementation) for zstd.
+pub fn decode(coding: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => return gunzip(data),
+        "deflate" => {
+            flate2::read::ZlibDecoder::new(data)
+                .read_to_end(&mut out)
+                .expect("valid zlib");
+        }
+        "br" => {
+            brotli::Decompressor::new(data, 4096)
+                .read_to_end(&mut out)
+                .expect("valid brotli");
+        }
+        "zstd" => return system_unzstd(data),
+        other => panic!("unknown coding {other}"),
+    }
+    out
+}
+
+/// Compresses `data` in `coding` with an encoder independent of the layer (for request bodies).
+pub fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
+    match coding {
+        "gzip" => gzip(data),
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "raw-deflate" => {
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(data).unwrap();
+            drop(w);
+            out
+        }
+        "zstd" => zstd::bulk::compress(data, 3).unwrap(),
+        other => panic!("unknown coding {other}"),
+    }
+}
+
+/// An incremental decoder for one coding: bytes pushed in, decoded bytes out as soon as they can be decoded.
+pub enum StreamDecoder {
+    /// gzip (flate2).
+    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    /// deflate, zlib format (flate2).
+    Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
+    /// Brotli (the `brotli` crate's decoder).
+    Br(Box<brotli::DecompressorWriter<Vec<u8>>>),
+    /// zstd (libzstd's streaming decoder).
+    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
+}
+
+impl StreamDecoder {
+    /// A decoder for `coding`.
+    pub fn new(coding: &str) -> Self {
+        match coding {
+            "gzip" => Self::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            "deflate" => Self::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
+            "br" => Self::Br(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
+            "zstd" => Self::Zstd(zstd::stream::write::Decoder::new(Vec::new()).unwrap()),
+            other => panic!("unknown coding {other}"),
+        }
+    }
+
+    /// Feeds compressed bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        match self {
+            Self::Gzip(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+            }
+            Self::Deflate(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+            }
+            Self::Br(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+            }
+            Self::Zstd(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+            }
+        }
+    }
+
+    /// Everything decoded so far.
+    pub fn decoded(&self) -> &[u8] {
+        match self {
+            Self::Gzip(d) => d.get_ref(),
+            Self::Deflate(d) => d.get_ref(),
+            Self::Br(d) => d.get_ref(),
+            Self::Zstd(d) => d.get_ref(),
+        }
+    }
+}
