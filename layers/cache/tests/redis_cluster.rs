@@ -209,3 +209,72 @@ async fn one_primary_killed_only_its_entries_miss_no_5xx_then_it_returns() {
     .await;
     assert!(l2.open_nodes().is_empty());
 }
+
+/// The tag guarantee: after `remove_tag` returns, no entry stored earlier with that tag is served, even one the
+/// tag's set does not list (a put whose tag-set update was lost or is still under way) and even through another
+/// server's store. Entries stored afterwards with the tag are served. On one server and on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_tag_is_never_served_again_even_if_its_set_missed_the_entry() {
+    let server = tower_kit_test_support::RedisServer::start();
+    let cluster = RedisCluster::start(3);
+    let single = |prefix: &str| {
+        RedisStore::builder(server.url())
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    };
+    for (name, writer, other) in [
+        ("single", single("g:"), single("g:")),
+        (
+            "cluster",
+            sturdy(&cluster.urls(), "g:"),
+            sturdy(&cluster.urls()[2..], "g:"),
+        ),
+    ] {
+        let ttl = Duration::from_secs(60);
+        let entry = |body| {
+            tower_kit_cache::StoredValue::Response(std::sync::Arc::new(conformance::sample_entry(
+                body,
+                &["product:1", "list"],
+            )))
+        };
+        writer.put("a", entry(b"a"), ttl).await.unwrap();
+        writer.put("b", entry(b"b"), ttl).await.unwrap();
+        assert!(other.get("a").await.unwrap().is_some(), "{name}");
+        // The tag's set loses `b` (as if its put were still between the value and the set).
+        let tkey = writer.tag_key("list");
+        let out = std::process::Command::new("redis-cli")
+            .args(if name == "single" {
+                vec!["-p".to_owned(), server.port().to_string()]
+            } else {
+                vec![
+                    "-c".to_owned(),
+                    "-p".to_owned(),
+                    cluster.node(0).port().to_string(),
+                ]
+            })
+            .args(["SREM", &tkey, "b"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}");
+        other.remove_tag("list").await.unwrap();
+        assert_eq!(other.get("a").await.unwrap(), None, "{name}: listed entry");
+        assert_eq!(
+            writer.get("b").await.unwrap(),
+            None,
+            "{name}: unlisted entry"
+        );
+        assert_eq!(
+            other.get("b").await.unwrap(),
+            None,
+            "{name}: unlisted entry"
+        );
+        // Stored after the invalidation: served.
+        writer.put("c", entry(b"c"), ttl).await.unwrap();
+        assert!(other.get("c").await.unwrap().is_some(), "{name}");
+        // Another tag of the same entries is unaffected by this one's generation.
+        other.remove_tag("product:1").await.unwrap();
+        assert_eq!(other.get("c").await.unwrap(), None, "{name}");
+    }
+}

@@ -153,6 +153,42 @@ impl RedisStore {
         format!("{}t:{tag}", self.inner.prefix)
     }
 
+    /// The Redis key of tag `tag`'s generation: a counter that [`remove_tag`](Store::remove_tag) increments.
+    pub fn generation_key(&self, tag: &str) -> String {
+        format!("{}g:{tag}", self.inner.prefix)
+    }
+
+    /// The current generations of `tags` (0 for a tag never invalidated). One `MGET` on a single server; on a
+    /// cluster one `GET` per tag on its own shard, concurrently, each through its node's breaker.
+    async fn generations(
+        &self,
+        operation: &'static str,
+        tags: &[String],
+    ) -> Result<Vec<u64>, StoreError> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.inner.redis.is_cluster() {
+            let keys: Vec<String> = tags.iter().map(|t| self.generation_key(t)).collect();
+            let gens: Vec<Option<u64>> = self
+                .query(operation, async |c| {
+                    redis::cmd("MGET").arg(&keys).query_async(c).await
+                })
+                .await?;
+            return Ok(gens.into_iter().map(Option::unwrap_or_default).collect());
+        }
+        let reads = tags.iter().map(|tag| async move {
+            let key = self.generation_key(tag);
+            let generation: Option<u64> = self
+                .query_keyed(operation, &key, async |c| {
+                    redis::cmd("GET").arg(&key).query_async(c).await
+                })
+                .await?;
+            Ok::<_, StoreError>(generation.unwrap_or_default())
+        });
+        futures_util::future::try_join_all(reads).await
+    }
+
     /// The Redis key of the coalescing lease on cache key `key`.
     pub fn lease_key(&self, key: &str) -> String {
         format!("{}l:{key}", self.inner.prefix)
@@ -244,6 +280,26 @@ impl RedisStore {
             (c, _) => pipe.query_async(c).await,
         })
         .await
+    }
+
+    /// `PUBLISH`es `message` on `channel`. A message published on any node of a cluster reaches the subscribers
+    /// of every node: on a cluster, the primaries are tried in turn until one takes it (a failed node must not
+    /// lose invalidations).
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<u64, StoreError> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(channel).arg(message);
+        let nodes = self.walk_nodes("publish").await?;
+        let mut last = None;
+        for node in nodes {
+            match self
+                .query_node("publish", node.as_deref(), publish.clone())
+                .await
+            {
+                Ok(n) => return Ok(n),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::new("publish", "no node to publish on")))
     }
 
     /// The nodes a key-space walk must visit: every primary of a cluster (`Some("host:port")`), or the server.
@@ -479,19 +535,36 @@ impl Store for RedisStore {
                 redis::cmd("GET").arg(&rkey).query_async(c).await
             })
             .await?;
-        Ok(raw.and_then(|raw| {
-            let value = codec::decode(&raw);
-            if value.is_none() {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let (stored_generations, encoded) = split_generations(&raw);
+        let value = stored_generations.as_ref().and(codec::decode(encoded));
+        let Some(value) = value else {
+            metrics::counter!(REDIS_UNDECODABLE).increment(1);
+            tracing::debug!(key = %rkey, len = raw.len(), "undecodable cache value in Redis: a miss");
+            return Ok(None);
+        };
+        let stored_generations = stored_generations.unwrap_or_default();
+        if !value.tags().is_empty() || !stored_generations.is_empty() {
+            // Served only if none of its tags was invalidated since it was written.
+            if stored_generations.len() != value.tags().len() {
                 metrics::counter!(REDIS_UNDECODABLE).increment(1);
-                tracing::debug!(key = %rkey, len = raw.len(), "undecodable cache value in Redis: a miss");
+                return Ok(None);
             }
-            value
-        }))
+            let current = self.generations("get", value.tags()).await?;
+            if current != stored_generations {
+                return Ok(None);
+            }
+        }
+        Ok(Some(value))
     }
 
     async fn put(&self, key: &str, value: StoredValue, ttl: Duration) -> Result<(), StoreError> {
         let rkey = self.redis_key(key);
-        let raw = codec::encode(&value);
+        // The generations of its tags as of now: a tag invalidated after this read makes the entry stale.
+        let generations = self.generations("put", value.tags()).await?;
+        let raw = with_generations(&generations, codec::encode(&value));
         if raw.len() > self.inner.max_entry_bytes {
             // Not stored; the old value must not outlive the new response either.
             let _: u64 = self
@@ -540,6 +613,14 @@ impl Store for RedisStore {
     }
 
     async fn remove_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        // First the generation: from here on no server serves an entry stored earlier with this tag (reads
+        // compare generations); deleting the entries below only reclaims their memory.
+        let gkey = self.generation_key(tag);
+        let _: u64 = self
+            .query_keyed("remove_tag", &gkey, async |c| {
+                redis::cmd("INCR").arg(&gkey).query_async(c).await
+            })
+            .await?;
         let tkey = self.tag_key(tag);
         let members: Vec<String> = self
             .query("remove_tag", async |c| {
@@ -560,7 +641,7 @@ impl Store for RedisStore {
                 .zip(raws)
                 .filter(|(_, raw)| {
                     raw.as_deref()
-                        .and_then(codec::decode)
+                        .and_then(|raw| codec::decode(split_generations(raw).1))
                         .is_some_and(|v| v.tags().iter().any(|t| t == tag))
                 })
                 .map(|(k, _)| k)
@@ -610,10 +691,16 @@ impl Store for RedisStore {
                 return; // It lapses by itself.
             };
             rt.spawn(deadline.scope(async move {
-                let script = redis::Script::new(RELEASE_SCRIPT);
+                // `EVAL` (the script is tiny): nothing to load, on whichever shard holds the lease.
                 let _ = store
                     .query_keyed::<u64>("release", &lkey, async |c| {
-                        script.key(&lkey).arg(&token).invoke_async(c).await
+                        redis::cmd("EVAL")
+                            .arg(RELEASE_SCRIPT)
+                            .arg(1)
+                            .arg(&lkey)
+                            .arg(&token)
+                            .query_async(c)
+                            .await
                     })
                     .await;
             }));
@@ -654,6 +741,48 @@ impl Store for RedisStore {
     }
 }
 
+/// The header of a value with tags: `b"TKG"`, the number of tags (u16, big endian), then the generation of each
+/// tag when the value was written (u64, big endian), in the order of the entry's tags; the encoded entry follows.
+const GENERATIONS_MAGIC: &[u8; 3] = b"TKG";
+
+fn with_generations(generations: &[u64], encoded: Vec<u8>) -> Vec<u8> {
+    if generations.is_empty() {
+        return encoded;
+    }
+    let count = u16::try_from(generations.len()).unwrap_or(u16::MAX);
+    let mut raw = Vec::with_capacity(5 + 8 * generations.len() + encoded.len());
+    raw.extend_from_slice(GENERATIONS_MAGIC);
+    raw.extend_from_slice(&count.to_be_bytes());
+    for g in generations.iter().take(usize::from(count)) {
+        raw.extend_from_slice(&g.to_be_bytes());
+    }
+    raw.extend_from_slice(&encoded);
+    raw
+}
+
+/// The stored generations (empty without a header; `None` for a truncated header) and the encoded entry.
+fn split_generations(raw: &[u8]) -> (Option<Vec<u64>>, &[u8]) {
+    let Some(rest) = raw.strip_prefix(GENERATIONS_MAGIC) else {
+        return (Some(Vec::new()), raw);
+    };
+    let Some((count, rest)) = rest.split_first_chunk::<2>() else {
+        return (None, raw);
+    };
+    let count = usize::from(u16::from_be_bytes(*count));
+    let Some((header, encoded)) = rest.split_at_checked(8 * count) else {
+        return (None, raw);
+    };
+    let generations = header
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_be_bytes(b)
+        })
+        .collect();
+    (Some(generations), encoded)
+}
+
 /// `host:port` as a route to that node of a cluster.
 fn by_address(node: &str) -> Option<redis::cluster_routing::RoutingInfo> {
     let (host, port) = node.rsplit_once(':')?;
@@ -686,6 +815,19 @@ fn lease_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_headers_round_trip() {
+        let encoded = b"TKC\x02rest".to_vec();
+        assert_eq!(with_generations(&[], encoded.clone()), encoded);
+        let raw = with_generations(&[0, 7, u64::MAX], encoded.clone());
+        assert_eq!(
+            split_generations(&raw),
+            (Some(vec![0, 7, u64::MAX]), &encoded[..])
+        );
+        assert_eq!(split_generations(&encoded), (Some(vec![]), &encoded[..]));
+        assert_eq!(split_generations(&raw[..10]).0, None, "truncated");
+    }
 
     #[test]
     fn glob_characters_are_escaped() {

@@ -110,17 +110,7 @@ impl TieredStore {
 
     /// Tells the other servers' L1s; a failure only means they may serve the old entry up to their L1 TTL.
     async fn broadcast(&self, message: String) {
-        let channel = Arc::clone(&self.channel);
-        let _ = self
-            .l2
-            .query::<u64>("publish", async |c| {
-                redis::cmd("PUBLISH")
-                    .arg(&*channel)
-                    .arg(&message)
-                    .query_async(c)
-                    .await
-            })
-            .await;
+        let _ = self.l2.publish(&self.channel, &message).await;
     }
 }
 
