@@ -90,18 +90,28 @@ pub const REPORT_WORK: Duration = Duration::from_millis(300);
 pub fn router(
     items: Items,
     args: &Args,
-    redis_url: Option<&str>,
+    redis: Option<crate::ratelimit::RedisTarget<'_>>,
     compress: Option<CompressionLayer>,
 ) -> Result<Router, tower_kit::core::ConfigError> {
-    Ok(match redis_url {
+    Ok(match redis {
         None => build_with(items, args, MokaStore::new(args.max_bytes), compress)?.0,
-        Some(url) => build_with(items, args, tiered(url, args)?, compress)?.0,
+        Some(target) => build_with(items, args, tiered(target, args)?, compress)?.0,
     })
 }
 
-/// The tiered store on `url`: `max_bytes` of L1, Redis behind it with the demo's key prefix.
-pub fn tiered(url: &str, args: &Args) -> Result<TieredStore, tower_kit::core::ConfigError> {
-    let l2 = RedisStore::builder(url)
+/// The tiered store on a Redis (`--redis-url`) or a Redis Cluster (`--redis-cluster-nodes`): `max_bytes` of L1,
+/// Redis behind it with the demo's key prefix.
+pub fn tiered(
+    target: crate::ratelimit::RedisTarget<'_>,
+    args: &Args,
+) -> Result<TieredStore, tower_kit::core::ConfigError> {
+    let l2 = match target {
+        crate::ratelimit::RedisTarget::Single(url) => RedisStore::builder(url),
+        crate::ratelimit::RedisTarget::Cluster(nodes) => {
+            RedisStore::cluster_builder(nodes.iter().cloned())
+        }
+    };
+    let l2 = l2
         .prefix("tower-kit-demo:cache:")
         .timeout(args.redis_timeout)
         .build()?;

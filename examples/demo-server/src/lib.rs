@@ -47,7 +47,7 @@ pub fn app(
         .merge(cache::router(
             items,
             &config.cache,
-            config.ratelimit.redis_url.as_deref(),
+            config.ratelimit.redis_target(),
             // Compressed inside the cache too, so cache hits are served already compressed.
             config
                 .enabled(LayerName::Gzip)

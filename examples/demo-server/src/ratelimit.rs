@@ -96,6 +96,16 @@ pub struct Args {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Keep the rate-limit state (and the cache's L2) in this Redis Cluster (or Valkey cluster) instead: some of
+    /// its nodes, comma-separated (`redis://127.0.0.1:7000,redis://127.0.0.1:7001`); the others are discovered.
+    #[arg(
+        long,
+        env = "REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster_nodes: Vec<String>,
+
     /// With `--redis-url`: the longest a request waits for Redis before the failure policy decides it.
     #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT", default_value = "100ms", value_parser = crate::config::parse_duration)]
     pub rate_limit_redis_timeout: Duration,
@@ -118,8 +128,29 @@ impl Default for Args {
             rate_limit_dry_run: false,
             rate_limit_headers: true,
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             rate_limit_redis_timeout: Duration::from_millis(100),
             rate_limit_store_failure: "open".to_owned(),
+        }
+    }
+}
+
+/// Where the shared state lives: `--redis-url` or `--redis-cluster-nodes`.
+#[derive(Clone, Copy, Debug)]
+pub enum RedisTarget<'a> {
+    /// One Redis server.
+    Single(&'a str),
+    /// A Redis Cluster, by some of its nodes.
+    Cluster(&'a [String]),
+}
+
+impl Args {
+    /// The Redis the flags name, if any.
+    pub fn redis_target(&self) -> Option<RedisTarget<'_>> {
+        match (&self.redis_url, self.redis_cluster_nodes.as_slice()) {
+            (_, [_, ..]) => Some(RedisTarget::Cluster(&self.redis_cluster_nodes)),
+            (Some(url), []) => Some(RedisTarget::Single(url)),
+            (None, []) => None,
         }
     }
 }
@@ -177,13 +208,15 @@ impl RateLimitStore for Store {
 
 /// The store the flags ask for (Redis is not contacted yet: the first request connects).
 pub fn store(args: &Args) -> Result<Store, ConfigError> {
-    match &args.redis_url {
-        None => Ok(Store::Memory(InMemoryStore::new())),
-        Some(url) => RedisStore::builder(url.as_str())
-            .timeout(args.rate_limit_redis_timeout)
-            .build()
-            .map(Store::Redis),
-    }
+    let builder = match args.redis_target() {
+        None => return Ok(Store::Memory(InMemoryStore::new())),
+        Some(RedisTarget::Single(url)) => RedisStore::builder(url),
+        Some(RedisTarget::Cluster(nodes)) => RedisStore::cluster_builder(nodes.iter().cloned()),
+    };
+    builder
+        .timeout(args.rate_limit_redis_timeout)
+        .build()
+        .map(Store::Redis)
 }
 
 fn store_failure(text: &str) -> Result<StoreFailure, ConfigError> {
