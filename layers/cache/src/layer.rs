@@ -5,9 +5,9 @@ use crate::{
     coalesce::Flights,
     handle::CacheHandle,
     key::KeyConfig,
-    policy::StorePolicy,
     service::Cache,
     stats::Counters,
+    storability::StorePolicy,
     store::{MokaStore, Store},
 };
 use http::{HeaderName, Uri, request::Parts, response};
@@ -76,7 +76,7 @@ pub(crate) struct Config {
 impl Config {
     /// The `stale-while-revalidate` window of an entry: its own, else the configured one; none when it must be
     /// validated.
-    pub(crate) fn swr(&self, entry: &crate::Entry) -> Duration {
+    pub(crate) fn stale_while_revalidate(&self, entry: &crate::Entry) -> Duration {
         if entry.must_revalidate || entry.no_cache {
             return Duration::ZERO;
         }
@@ -86,7 +86,7 @@ impl Config {
     }
 
     /// The `stale-if-error` window of an entry: its own, else the configured one; none when it must be validated.
-    pub(crate) fn sie(&self, entry: &crate::Entry) -> Duration {
+    pub(crate) fn stale_if_error(&self, entry: &crate::Entry) -> Duration {
         if entry.must_revalidate || entry.no_cache {
             return Duration::ZERO;
         }
@@ -101,7 +101,8 @@ impl Config {
         } else {
             Duration::ZERO
         };
-        keep.max(self.swr(entry)).max(self.sie(entry))
+        keep.max(self.stale_while_revalidate(entry))
+            .max(self.stale_if_error(entry))
     }
 
     pub(crate) fn default_ttl(&self, parts: &Parts) -> Option<Duration> {

@@ -100,10 +100,10 @@ mod handle;
 mod invalidate;
 mod key;
 mod layer;
-mod policy;
 mod service;
 mod stats;
 mod status;
+mod storability;
 pub mod store;
 mod vary;
 

@@ -1,0 +1,49 @@
+//! What a forwarded response invalidates: the target of a successful unsafe method and its same-origin
+//! `Location` / `Content-Location` (RFC 9111 §4.4), and a stored `GET` whose `HEAD` shows new validators
+//! (RFC 9111 §4.3.5).
+
+use super::forward::Exchange;
+use crate::{conditional, entry::Entry, fill::put_entry, store::Store};
+use http::{Method, response};
+use std::{sync::Arc, time::Duration};
+
+/// The unsafe methods whose success invalidates what the cache holds for the target (RFC 9111 §4.4).
+pub(super) fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+impl<St: Store> Exchange<St> {
+    /// Applies what the response head says about stored entries, on the request's Redis deadline.
+    pub(super) async fn invalidate(&self, head: &response::Parts) {
+        let shared = &self.origin.shared;
+        let deadline = &self.origin.deadline;
+        // A HEAD response with other validators than the stored GET's: the stored entry is stale.
+        if self.head_only
+            && head.status.is_success()
+            && let Some((key, entry)) = &self.stale
+            && !conditional::same_validators(&entry.headers, &head.headers)
+        {
+            let mut marked = Entry::clone(entry);
+            marked.no_cache = true;
+            marked.freshness_lifetime = Duration::ZERO;
+            let marked = Arc::new(marked);
+            let put = put_entry(shared, &self.origin.primary, key, &marked);
+            if !deadline.clone().scope(put).await
+                && let Err(e) = deadline.clone().scope(shared.store.remove(key)).await
+            {
+                shared.counters.store_error(&e);
+            }
+        }
+        // A successful unsafe method: what the cache holds for its target, `Location` and `Content-Location` goes.
+        if let Some(client) = &self.client
+            && is_unsafe(&client.method)
+            && (head.status.is_success() || head.status.is_redirection())
+        {
+            let after = crate::invalidate::after_unsafe(shared, client, &head.headers);
+            deadline.clone().scope(after).await;
+        }
+    }
+}
