@@ -1,6 +1,13 @@
-//! A gzip bomb: about 10 MiB on the wire that would inflate to 10 GiB, generated on the fly, answered 413 by
-//! RequestDecompressionLayer after reading a sliver of it, with bounded memory. Its own test binary, so the process's peak
-//! memory (VmHWM) is this test's.
+//! Decompression bombs for every coding, each a body that would inflate to 10 GiB of zeros, generated on the fly
+//! and answered 413 by RequestDecompressionLayer after reading a sliver of it, with bounded memory. Their own test
+//! binary, so the process's peak memory (VmHWM) is these tests'.
+//!
+//! - gzip and deflate (zlib): deflate with a full flush after every MiB makes every block after the first identical
+//!   (about 1 KiB per MiB: 10 MiB on the wire);
+//! - br: Brotli with a flush after every MiB, likewise repeated (the steady-state chunk is checked to repeat);
+//! - zstd: RLE blocks of 128 KiB, 4 bytes each (320 KiB on the wire).
+
+mod common;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress};
@@ -8,7 +15,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use std::{
     convert::Infallible,
-    io::Read,
+    io::{Read, Write},
     pin::Pin,
     sync::{
         Arc,
@@ -21,8 +28,7 @@ use tower_kit_compression::{DecodedBody, RequestDecompressionLayer};
 
 const MIB: usize = 1024 * 1024;
 
-/// A gzip member of `mebibytes` MiB of zeros, produced lazily: the header, one block per MiB (deflate with a full
-/// flush after each MiB makes every block after the first identical), the final block and the CRC trailer.
+/// A bomb body: `head` parts, then `repeat` `repeats` times, then `tail`.
 struct Bomb {
     parts: std::vec::IntoIter<Bytes>,
     repeat: Bytes,
@@ -32,7 +38,22 @@ struct Bomb {
 }
 
 impl Bomb {
-    fn new(mebibytes: u64, pulled: Arc<AtomicU64>) -> (Self, u64) {
+    fn build(head: Vec<Bytes>, repeat: Bytes, repeats: u64, tail: Bytes) -> (Self, u64) {
+        let total = head.iter().map(|p| p.len() as u64).sum::<u64>()
+            + repeats * repeat.len() as u64
+            + tail.len() as u64;
+        let bomb = Bomb {
+            parts: head.into_iter(),
+            repeat,
+            repeats_left: repeats,
+            tail: Some(tail),
+            pulled: Arc::default(),
+        };
+        (bomb, total)
+    }
+
+    /// Raw deflate of `mebibytes` MiB of zeros: the first block, the repeated one, the final block.
+    fn deflate_blocks() -> (Bytes, Bytes, Bytes) {
         let zeros = vec![0u8; MIB];
         let mut deflate = Compress::new(Compression::best(), false);
         let mut block = |input: &[u8], flush| {
@@ -58,8 +79,13 @@ impl Bomb {
             "steady-state blocks are identical"
         );
         let last = block(&[], FlushCompress::Finish);
+        (first, repeat, last)
+    }
+
+    fn gzip(mebibytes: u64) -> (Self, u64) {
+        let (first, repeat, last) = Self::deflate_blocks();
         let mut crc_mib = Crc::new();
-        crc_mib.update(&zeros);
+        crc_mib.update(&vec![0u8; MIB]);
         let mut crc = Crc::new();
         for _ in 0..mebibytes {
             crc.combine(&crc_mib);
@@ -68,16 +94,75 @@ impl Bomb {
         tail.extend_from_slice(&crc.sum().to_le_bytes());
         tail.extend_from_slice(&((mebibytes * MIB as u64) as u32).to_le_bytes());
         let header = Bytes::from_static(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-        let total = (header.len() + first.len() + tail.len()) as u64
-            + (mebibytes - 1) * repeat.len() as u64;
-        let bomb = Bomb {
-            parts: vec![header, first].into_iter(),
+        Self::build(
+            vec![header, first],
             repeat,
-            repeats_left: mebibytes - 1,
-            tail: Some(Bytes::from(tail)),
-            pulled,
+            mebibytes - 1,
+            Bytes::from(tail),
+        )
+    }
+
+    /// The zlib format (HTTP `deflate`): header, the deflate blocks, Adler-32 (for zeros: a = 1, b = n mod 65521).
+    fn zlib(mebibytes: u64) -> (Self, u64) {
+        let (first, repeat, last) = Self::deflate_blocks();
+        let n = mebibytes * MIB as u64;
+        let adler = (((n % 65521) as u32) << 16) | 1;
+        let mut tail = last.to_vec();
+        tail.extend_from_slice(&adler.to_be_bytes());
+        let header = Bytes::from_static(&[0x78, 0xda]);
+        Self::build(
+            vec![header, first],
+            repeat,
+            mebibytes - 1,
+            Bytes::from(tail),
+        )
+    }
+
+    /// Brotli, a flush after every MiB: after a few MiB every chunk is the same bytes.
+    fn br(mebibytes: u64) -> (Self, u64) {
+        let zeros = vec![0u8; MIB];
+        let mut writer = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        let chunk = |writer: &mut brotli::CompressorWriter<Vec<u8>>| {
+            writer.write_all(&zeros).unwrap();
+            writer.flush().unwrap();
+            Bytes::from(std::mem::take(writer.get_mut()))
         };
-        (bomb, total)
+        let mut head = Vec::new();
+        for _ in 0..4 {
+            head.push(chunk(&mut writer));
+        }
+        let repeat = chunk(&mut writer);
+        assert_eq!(
+            repeat,
+            chunk(&mut writer),
+            "steady-state chunks are identical"
+        );
+        let tail = Bytes::from(writer.into_inner());
+        Self::build(head, repeat, mebibytes - 4, tail)
+    }
+
+    /// zstd: a frame (128 KiB window, no content size) of RLE blocks of 128 KiB of zeros, then an empty last block.
+    fn zstd(mebibytes: u64) -> (Self, u64) {
+        let header = Bytes::from_static(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38]);
+        let block_size: u32 = 128 * 1024;
+        let block_header = (block_size << 3) | (1 << 1);
+        let mut one_mib = Vec::new();
+        for _ in 0..(MIB as u32 / block_size) {
+            one_mib.extend_from_slice(&block_header.to_le_bytes()[..3]);
+            one_mib.push(0);
+        }
+        let last = Bytes::from_static(&[0x01, 0x00, 0x00]);
+        Self::build(vec![header], Bytes::from(one_mib), mebibytes, last)
+    }
+
+    fn new(coding: &str, mebibytes: u64) -> (Self, u64) {
+        match coding {
+            "gzip" => Self::gzip(mebibytes),
+            "deflate" => Self::zlib(mebibytes),
+            "br" => Self::br(mebibytes),
+            "zstd" => Self::zstd(mebibytes),
+            other => panic!("unknown coding {other}"),
+        }
     }
 }
 
@@ -116,34 +201,37 @@ fn peak_rss_bytes() -> u64 {
 }
 
 #[test]
-fn the_generator_makes_valid_gzip() {
-    let (bomb, total) = Bomb::new(4, Arc::default());
-    let mut bytes = Vec::new();
+fn the_generators_make_valid_streams() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        use http_body_util::BodyExt;
-        bytes = bomb.collect().await.unwrap().to_bytes().to_vec();
-    });
-    assert_eq!(bytes.len() as u64, total);
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .read_to_end(&mut out)
-        .unwrap();
-    assert_eq!(out.len(), 4 * MIB);
-    assert!(out.iter().all(|&b| b == 0));
+    for coding in common::CODINGS {
+        let (bomb, total) = Bomb::new(coding, 8);
+        let bytes = runtime.block_on(async {
+            use http_body_util::BodyExt;
+            bomb.collect().await.unwrap().to_bytes().to_vec()
+        });
+        assert_eq!(bytes.len() as u64, total, "{coding}");
+        let out = match coding {
+            "gzip" => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&bytes[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+            other => common::decode(other, &bytes),
+        };
+        assert_eq!(out.len(), 8 * MIB, "{coding}");
+        assert!(out.iter().all(|&b| b == 0), "{coding}");
+    }
 }
 
-#[tokio::test]
-async fn ten_gib_bomb_is_413_with_bounded_memory() {
-    let pulled = Arc::new(AtomicU64::new(0));
-    let (bomb, total) = Bomb::new(10 * 1024, Arc::clone(&pulled));
-    // About 10 MiB on the wire for 10 GiB of zeros (deflate's best case is about 1:1000).
-    assert!(
-        (5 * MIB as u64..=20 * MIB as u64).contains(&total),
-        "bomb is {total} bytes"
-    );
+async fn bomb_is_413(coding: &str) {
+    let (mut bomb, total) = Bomb::new(coding, 10 * 1024);
+    let pulled = Arc::clone(&bomb.pulled);
+    bomb.pulled = Arc::clone(&pulled);
+    assert!(total <= 20 * MIB as u64, "{coding}: bomb is {total} bytes");
 
     let service = RequestDecompressionLayer::new().layer(service_fn(
         |_req: Request<DecodedBody<Bomb>>| async {
@@ -155,16 +243,40 @@ async fn ten_gib_bomb_is_413_with_bounded_memory() {
         },
     ));
     let request = Request::post("/upload")
-        .header(header::CONTENT_ENCODING, "gzip")
+        .header(header::CONTENT_ENCODING, coding)
         .body(bomb)
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{coding}");
 
-    // It stopped reading right after the cap: 10 MiB decoded is about 10 KiB of this input (plus one block).
+    // It stopped reading right after the cap (10 MiB decoded), far from the end of the input.
     let read = pulled.load(Ordering::Relaxed);
-    assert!(read < 64 * 1024, "read {read} of {total} bytes");
-    // Memory: the cap (10 MiB) plus the decoder, far from 10 GiB.
+    assert!(
+        read < 64 * 1024 || read < total / 50,
+        "{coding}: read {read} of {total} bytes"
+    );
+    eprintln!("{coding}: a {total}-byte bomb of 10 GiB refused after reading {read} bytes");
+    // Memory: the cap (10 MiB) plus the decoder, far from 10 GiB (the four bombs may run at once).
     let peak = peak_rss_bytes();
-    assert!(peak < 200 * MIB as u64, "peak RSS {peak} bytes");
+    assert!(peak < 256 * MIB as u64, "{coding}: peak RSS {peak} bytes");
+}
+
+#[tokio::test]
+async fn gzip_ten_gib_bomb_is_413_with_bounded_memory() {
+    bomb_is_413("gzip").await;
+}
+
+#[tokio::test]
+async fn deflate_ten_gib_bomb_is_413_with_bounded_memory() {
+    bomb_is_413("deflate").await;
+}
+
+#[tokio::test]
+async fn br_ten_gib_bomb_is_413_with_bounded_memory() {
+    bomb_is_413("br").await;
+}
+
+#[tokio::test]
+async fn zstd_ten_gib_bomb_is_413_with_bounded_memory() {
+    bomb_is_413("zstd").await;
 }

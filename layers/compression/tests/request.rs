@@ -375,3 +375,156 @@ async fn exempt_requests_bypass_decoding() {
     let out = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&out[..], b"|5|hello");
 }
+
+#[tokio::test]
+async fn every_coding_is_decoded_with_exact_length() {
+    let data = text(50_000);
+    for coding in common::CODINGS {
+        let (status, _, out) = send(
+            RequestDecompressionLayer::new(),
+            Some(coding),
+            TestBody::chunks(
+                common::encode(coding, &data)
+                    .chunks(777)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{coding}");
+        let mut expected = b"|50000|".to_vec();
+        expected.extend_from_slice(&data);
+        assert_eq!(out, expected, "{coding}");
+    }
+}
+
+#[tokio::test]
+async fn raw_deflate_is_accepted_as_deflate() {
+    let data = text(10_000);
+    // Starting with every possible first byte of a raw deflate stream is not needed: one real one is.
+    let (status, _, out) = send(
+        RequestDecompressionLayer::new(),
+        Some("deflate"),
+        TestBody::chunks([common::encode("raw-deflate", &data)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&out[b"|10000|".len()..], &data[..]);
+    // Fed one byte at a time: the format is told apart across chunk borders.
+    let compressed = common::encode("deflate", &data);
+    let (status, _, out) = send(
+        RequestDecompressionLayer::new(),
+        Some("deflate"),
+        TestBody::chunks(compressed.iter().map(|b| vec![*b]).collect::<Vec<_>>()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&out[b"|10000|".len()..], &data[..]);
+}
+
+#[tokio::test]
+async fn stacked_codings_are_undone_in_reverse_order() {
+    let data = text(20_000);
+    // `Content-Encoding: gzip, br`: gzip was applied first, then br.
+    let body = common::encode("br", &common::encode("gzip", &data));
+    let (status, _, out) = send(
+        RequestDecompressionLayer::new(),
+        Some("gzip, br"),
+        TestBody::chunks([body.clone()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&out[b"|20000|".len()..], &data[..]);
+    // The same codings over two lines.
+    let body3 = common::encode("deflate", &common::encode("zstd", &data));
+    let mut request = Request::post("/upload")
+        .body(TestBody::chunks([body3]))
+        .unwrap();
+    request
+        .headers_mut()
+        .append(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    request.headers_mut().append(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static("deflate"),
+    );
+    let response = RequestDecompressionLayer::new()
+        .layer(service_fn(echo))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // In the wrong order: not valid.
+    let (status, ..) = send(
+        RequestDecompressionLayer::new(),
+        Some("br, gzip"),
+        TestBody::chunks([body]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn every_coding_refuses_corrupt_and_truncated_bodies() {
+    let data = text(20_000);
+    for coding in common::CODINGS {
+        let good = common::encode(coding, &data);
+        for (name, body) in [
+            ("truncated", good[..good.len() / 2].to_vec()),
+            ("garbage", b"this is not compressed at all".to_vec()),
+            ("one byte", vec![good[0]]),
+        ] {
+            let (status, ..) = send(
+                RequestDecompressionLayer::new(),
+                Some(coding),
+                TestBody::chunks([body]),
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{coding} {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_coding_is_capped() {
+    let data = vec![b'a'; 100_000];
+    for coding in common::CODINGS {
+        let layer = RequestDecompressionLayer::builder()
+            .max_decoded(99_999)
+            .build()
+            .unwrap();
+        let (status, ..) = send(
+            layer,
+            Some(coding),
+            TestBody::chunks([common::encode(coding, &data)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{coding}");
+    }
+}
+
+#[tokio::test]
+async fn a_zstd_window_over_8_mb_is_refused() {
+    // A frame declaring a 16 MiB window (RFC 9659 allows at most 8 MB), then one RLE block.
+    let frame = [
+        0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x70, // magic, no content size, window 2^(10+14)
+        0x0b, 0x00, 0x00, 0x61, // last RLE block of 1 byte 'a'
+    ];
+    let (status, ..) = send(
+        RequestDecompressionLayer::new(),
+        Some("zstd"),
+        TestBody::chunks([frame.to_vec()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The same frame with an 8 MiB window decodes.
+    let mut ok = frame;
+    ok[5] = 0x68;
+    let (status, _, out) = send(
+        RequestDecompressionLayer::new(),
+        Some("zstd"),
+        TestBody::chunks([ok.to_vec()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&out[..], b"|1|a");
+}

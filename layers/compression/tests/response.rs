@@ -945,3 +945,161 @@ mod properties {
         }
     }
 }
+
+#[tokio::test]
+async fn each_coding_is_negotiated_and_decodes() {
+    let data = text(20_000);
+    for (accept, coding) in [
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("gzip, deflate, br", "br"),
+        ("br;q=0.5, gzip", "gzip"),
+    ] {
+        let d = data.clone();
+        let response = run(CompressionLayer::new(), get(Some(accept)), move || {
+            json(TestBody::full(d.clone()))
+        })
+        .await;
+        let headers = response.headers().clone();
+        assert_eq!(
+            values(&headers, header::CONTENT_ENCODING),
+            [coding],
+            "{accept}"
+        );
+        assert_eq!(values(&headers, header::VARY), ["accept-encoding"]);
+        let body = body_bytes(response).await;
+        assert_eq!(
+            values(&headers, header::CONTENT_LENGTH),
+            [body.len().to_string()]
+        );
+        assert!(body.len() < data.len() / 4, "{coding}: {}", body.len());
+        assert_eq!(decode(coding, &body), data, "{coding}");
+    }
+}
+
+#[tokio::test]
+async fn a_layer_without_a_codec_never_offers_it() {
+    let data = text(20_000);
+    let layer = CompressionLayer::builder()
+        .zstd(false)
+        .br(false)
+        .build()
+        .unwrap();
+    assert_eq!(
+        layer.codings(),
+        [
+            tower_kit_compression::Coding::Gzip,
+            tower_kit_compression::Coding::Deflate
+        ]
+    );
+    for (accept, expected) in [("zstd, br, gzip", Some("gzip")), ("zstd, br", None)] {
+        let d = data.clone();
+        let response = run(layer.clone(), get(Some(accept)), move || {
+            json(TestBody::full(d.clone()))
+        })
+        .await;
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .as_deref(),
+            expected,
+            "{accept}"
+        );
+        assert_eq!(
+            values(response.headers(), header::VARY),
+            ["accept-encoding"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_compression_would_not_shrink_is_sent_as_it_is() {
+    // Incompressible bytes of a compressible type, above min_size.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..5_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    for coding in CODINGS {
+        let d = noise.clone();
+        let response = run(CompressionLayer::new(), get(Some(coding)), move || {
+            json(TestBody::full(d.clone()))
+        })
+        .await;
+        let headers = response.headers().clone();
+        assert!(headers.get(header::CONTENT_ENCODING).is_none(), "{coding}");
+        assert_eq!(
+            values(&headers, header::VARY),
+            ["accept-encoding"],
+            "{coding}"
+        );
+        assert_eq!(
+            values(&headers, header::CONTENT_LENGTH),
+            ["5000"],
+            "{coding}"
+        );
+        assert_eq!(body_bytes(response).await, noise, "{coding}");
+    }
+}
+
+#[tokio::test]
+async fn streams_prefer_codings_other_than_brotli() {
+    let sse = || {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(TestBody::chunks([
+                b"data: one\n\n".to_vec(),
+                b"data: two\n\n".to_vec(),
+            ]))
+            .unwrap()
+    };
+    for (accept, coding) in [("br, gzip", "gzip"), ("br, zstd", "zstd"), ("br", "br")] {
+        let response = run(CompressionLayer::new(), get(Some(accept)), sse).await;
+        assert!(response.body().is_stream());
+        assert_eq!(
+            values(response.headers(), header::CONTENT_ENCODING),
+            [coding],
+            "{accept}"
+        );
+        let body = body_bytes(response).await;
+        assert_eq!(decode(coding, &body), b"data: one\n\ndata: two\n\n");
+    }
+}
+
+#[tokio::test]
+async fn the_chooser_agrees_with_the_layer() {
+    let layer = CompressionLayer::new();
+    let data = text(5_000);
+    for accept in [
+        "gzip",
+        "br, gzip",
+        "gzip, deflate, br, zstd",
+        "identity",
+        "zstd;q=0, *",
+    ] {
+        let request = get(Some(accept));
+        let chosen = layer.choose(request.headers()).map(|c| c.as_str());
+        let d = data.clone();
+        let response = run(layer.clone(), request, move || {
+            json(TestBody::full(d.clone()))
+        })
+        .await;
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap()),
+            chosen,
+            "{accept}"
+        );
+    }
+}
