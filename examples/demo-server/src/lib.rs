@@ -108,10 +108,10 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
     let app = app(&config, metrics).map_err(std::io::Error::other)?;
     let addr = listener.local_addr()?;
-    let mode = if config.ratelimit.redis_url.is_some() {
-        "shared (Redis)"
-    } else {
-        "embedded (in-memory cache and limiter, SQLite)"
+    let mode = match config.ratelimit.redis_target() {
+        Some(ratelimit::RedisTarget::Cluster(_)) => "shared (Redis Cluster)",
+        Some(ratelimit::RedisTarget::Single(_)) => "shared (Redis)",
+        None => "embedded (in-memory cache and limiter, SQLite)",
     };
     let off: Vec<String> = config
         .disable
