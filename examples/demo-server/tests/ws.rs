@@ -286,3 +286,84 @@ async fn a_stalled_client_is_closed_at_its_queue_bound_while_a_reading_one_carri
     assert!(!read.is_finished());
     read.abort();
 }
+
+/// Resident memory of this process, from /proc (Linux).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_with_a_thousand_stalled_clients() {
+    const CLIENTS: usize = 1000;
+    let items = demo_server::items::Items::seeded();
+    let meter = WebSocketMetrics::new();
+    let stats = meter.handle();
+    let batcher = demo_server::ws::batcher(50, Overflow::DropOldest).unwrap();
+    let app = demo_server::ws::router_with(&items, meter, batcher);
+    // Small socket buffers on both sides (accepted sockets inherit the listener's), so a client that does not read
+    // stalls its connection after a few KiB instead of after megabytes of kernel buffers.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // A thousand clients that never read.
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+            .await
+            .unwrap();
+        clients.push(ws);
+    }
+    let start = Instant::now();
+    while stats.snapshot().active != CLIENTS as i64 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Price changes of every seeded item, round after round: each distinct per round, so latest-wins does not
+    // absorb them and only the queue bound (50 per client, drop oldest) keeps memory in check.
+    async fn push(items: &demo_server::items::Items, rounds: u64) {
+        for round in 0..rounds {
+            for id in 1..=demo_server::items::SEED_ITEMS {
+                items.set_price(id, round * 1000 + id).await;
+            }
+            // Let the connection tasks take every update from the broadcast (4096 deep), so none is skipped.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    push(&items, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let filled = rss_bytes();
+    push(&items, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes();
+
+    // Unbounded queues would hold 4 x 590 more updates per client (measured: over 100 MiB more; bounded: under 10).
+    let growth = after.saturating_sub(filled);
+    assert!(
+        growth < 32 * 1024 * 1024,
+        "memory grew by {} MiB",
+        growth / (1024 * 1024)
+    );
+    // Dropping the oldest keeps every stalled client connected.
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.active, CLIENTS as i64);
+    drop(clients);
+    let start = Instant::now();
+    while stats.snapshot().active != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
