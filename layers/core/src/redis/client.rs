@@ -210,6 +210,8 @@ pub struct RedisClient {
 
 /// What the client connects to.
 #[derive(Clone)]
+// Held once per client, behind its `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Single(Client),
     Cluster(ClusterClient),
