@@ -61,9 +61,10 @@ impl Default for Args {
     }
 }
 
-/// Whether a request bypasses the global limit.
+/// Whether a request bypasses the global limit: `/health`, `/metrics` and the dashboard (`/`, `/dashboard/*`), so
+/// that load, including the dashboard's own bursts, never starves the page that shows it.
 pub fn is_exempt(path: &str) -> bool {
-    path == "/health" || path == "/metrics"
+    path == "/health" || path == "/metrics" || crate::dashboard::is_dashboard(path)
 }
 
 /// The global limit, for the whole app.
@@ -161,6 +162,22 @@ mod tests {
         let health = app.clone().oneshot(req("/health")).await.unwrap();
         assert_eq!(health.status(), StatusCode::OK);
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn dashboard_health_and_metrics_bypass_the_global_limit() {
+        for path in [
+            "/",
+            "/dashboard/app.js",
+            "/dashboard/config.json",
+            "/metrics",
+            "/health",
+        ] {
+            assert!(is_exempt(path), "{path}");
+        }
+        for path in ["/api/items", "/api/slow", "/dashboards", "/ws"] {
+            assert!(!is_exempt(path), "{path}");
+        }
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "DISABLE", value_enum, value_delimiter = ',')]
     pub disable: Vec<LayerName>,
 
+    /// How logs are written to stderr: `text` (coloured only on a terminal) or `json` (one object per line, for
+    /// log shippers).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::observability::LogFormat,
+
     /// A TOML file of settings whose keys are the long flag names without `--` (`rate-limit = 50`,
     /// `disable = ["gzip"]`). Flags and environment variables take precedence over it.
     #[arg(long, env = "CONFIG")]
@@ -78,6 +83,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             drain_timeout: Duration::from_secs(10),
             disable: Vec::new(),
+            log_format: crate::observability::LogFormat::Text,
             config: None,
             timing: crate::timing::Args::default(),
             cache: crate::cache::Args::default(),

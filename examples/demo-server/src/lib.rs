@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cache;
 pub mod concurrency;
 pub mod config;
+pub mod dashboard;
 pub mod compression;
 pub mod items;
 pub mod observability;
@@ -43,6 +44,7 @@ pub fn app(
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(observability::router(metrics))
+        .merge(dashboard::router(config))
         .merge(ws::router(&items)?)
         .merge(cache::router(
             items,

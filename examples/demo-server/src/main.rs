@@ -10,7 +10,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load().unwrap_or_else(|e| e.exit());
-    observability::init_tracing();
+    observability::init_tracing(config.log_format);
     let metrics = observability::install_prometheus()?;
     let listener = server::bind(config.listen, &config.server)?;
     serve(listener, config, metrics, demo_server::shutdown_signal()).await?;

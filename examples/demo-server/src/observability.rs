@@ -1,4 +1,5 @@
-//! Logs (`tracing-subscriber`, filtered by `RUST_LOG`) and the Prometheus recorder behind `GET /metrics`.
+//! Logs (`tracing-subscriber`, filtered by `RUST_LOG`, as text or JSON lines) and the Prometheus recorder behind
+//! `GET /metrics`.
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -20,14 +21,43 @@ pub const ITEMS_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_tracing() {
+/// How log lines are written to stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when stderr is a terminal and `NO_COLOR` is unset.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields), for log shippers.
+    Json,
+}
+
+/// Whether text logs get ANSI colours: only on a terminal, and never with `NO_COLOR` set (<https://no-color.org>),
+/// so files and log shippers get plain text.
+pub fn use_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(use_colours(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 /// A Prometheus recorder with recommended naming (unit suffixes, `_total` on counters) and histogram buckets for
@@ -72,4 +102,30 @@ async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
         )],
         handle.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(use_colours(true, None));
+        assert!(!use_colours(false, None), "files and pipes get plain text");
+        assert!(!use_colours(true, Some(OsStr::new("1"))));
+        assert!(
+            use_colours(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+    }
+
+    #[test]
+    fn log_format_flag() {
+        let c = crate::Config::load_from(["demo-server"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = crate::Config::load_from(["demo-server", "--log-format", "json"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(crate::Config::load_from(["demo-server", "--log-format", "xml"]).is_err());
+    }
 }

@@ -273,7 +273,8 @@ pub fn trusted_proxies(args: &Args) -> Result<Option<TrustedProxies>, ConfigErro
     Ok((!proxies.cidrs().is_empty()).then_some(proxies))
 }
 
-/// Whether a path is rate limited: `/api/*` only.
+/// Whether a path is rate limited: `/api/*` only. `/health`, `/metrics` and the dashboard (`/`, `/dashboard/*`)
+/// are not, so the dashboard's rate-limit burst never refuses the page's own refreshes.
 pub fn is_limited(path: &str) -> bool {
     path.starts_with("/api/") && path != "/health" && path != "/metrics"
 }
@@ -346,6 +347,22 @@ mod tests {
                 app.clone().oneshot(get("/metrics")).await.unwrap().status(),
                 200
             );
+        }
+    }
+
+    #[test]
+    fn dashboard_health_and_metrics_are_exempt() {
+        for path in [
+            "/",
+            "/dashboard/app.js",
+            "/dashboard/config.json",
+            "/metrics",
+            "/health",
+        ] {
+            assert!(!is_limited(path), "{path}");
+        }
+        for path in ["/api/items", "/api/items/1", "/api/slow"] {
+            assert!(is_limited(path), "{path}");
         }
     }
 
