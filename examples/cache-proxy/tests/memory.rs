@@ -110,12 +110,12 @@ async fn fill(origin: SocketAddr, cap: u64) -> (i64, CacheStats) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let upstream: Upstream = format!("http://{origin}").parse().unwrap();
-    let (cache, handle) = CacheLayer::builder()
+    let cache = CacheLayer::builder()
         .max_bytes(cap)
         .cookie_bypass(false)
         .build()
-        .unwrap()
-        .pair();
+        .unwrap();
+    let handle = cache.handle();
     let server = tokio::spawn(serve(listener, Proxy::new(upstream, &cache)));
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     drive(URLS, CONCURRENCY, move |i| {

@@ -35,14 +35,14 @@ async fn publish(State(cache): State<CacheHandle>) -> StatusCode {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: layer
-    let (cache, handle) = CacheLayer::builder()
+    let cache = CacheLayer::builder()
         .max_bytes(256 * 1024 * 1024) // the moka store, weighed in bytes
         .max_entry_size(4 * 1024 * 1024) // larger bodies stream through uncached
         .namespace("blog")
         .version(3) // bump on deploy to start from an empty cache
         .default_ttl("/static/", TtlTier::Hour) // only for responses without freshness headers
-        .build()?
-        .pair();
+        .build()?;
+    let handle = cache.handle();
 
     let app = Router::new()
         .route("/articles", get(articles).post(publish))

@@ -7,7 +7,7 @@
 //! - **Freshness from the response**: `s-maxage`, `max-age`, `Expires`; never `no-store` or `private`; `no-cache`
 //!   only with a validator, validated before every use; heuristic freshness and per-route default TTLs only when
 //!   configured. Freshness and `Age` (RFC 9111 §4.2.3, with the origin's `Date` and `Age`) come from timestamps in
-//!   each entry and the cache's own [`Clock`]; a store's expiry is only garbage collection.
+//!   each entry and the cache's own [`WallClock`] (core's); a store's expiry is only garbage collection.
 //! - **Conditional requests**: `If-None-Match` (weak comparison) and `If-Modified-Since` are answered `304` from a
 //!   fresh entry. Stale and `no-cache` entries with an `ETag` or `Last-Modified` are validated with a conditional
 //!   request; an origin `304` refreshes the stored headers and freshness.
@@ -50,7 +50,8 @@
 //! use tower_kit_cache::CacheLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let (layer, handle) = CacheLayer::new().pair();
+//! let layer = CacheLayer::new();
+//! let handle = layer.handle();
 //! let svc = layer.layer(service_fn(|_req: Request<()>| async {
 //!     let res = Response::builder()
 //!         .header(header::CACHE_CONTROL, "public, max-age=30")
@@ -89,7 +90,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod body;
-mod clock;
+mod builder;
 mod coalesce;
 mod conditional;
 mod control;
@@ -108,13 +109,14 @@ pub mod store;
 mod vary;
 
 pub use body::CacheBody;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use builder::CacheLayerBuilder;
 pub use entry::{Entry, StoredValue, Variants};
 pub use future::ResponseFuture;
 pub use handle::{CacheHandle, WarmUp};
-pub use layer::{CacheLayer, CacheLayerBuilder, TtlTier};
+pub use layer::{CacheLayer, TtlTier};
 pub use service::Cache;
 pub use stats::CacheStats;
 pub use store::{Lease, LeaseRelease, MokaStore, Store, StoreError, StoreUsage};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder, TieredStore};
+pub use tower_kit_core::{ManualWallClock, SystemWallClock, WallClock};

@@ -64,7 +64,8 @@ async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, String, Str
 
 #[tokio::test]
 async fn one_cache_for_every_route_and_invalidation_from_a_handler() {
-    let (layer, handle) = CacheLayer::new().pair();
+    let layer = CacheLayer::new();
+    let handle = layer.handle();
     let state = AppState {
         calls: Arc::default(),
         cache: handle.clone(),

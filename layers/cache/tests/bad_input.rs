@@ -8,7 +8,7 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use std::convert::Infallible;
 use tower::Layer;
-use tower_kit_cache::ManualClock;
+use tower_kit_cache::ManualWallClock;
 
 /// An origin whose response carries raw header bytes.
 fn raw_origin(
@@ -86,7 +86,7 @@ async fn malformed_response_headers_are_never_stored_wrongly() {
         ),
     ];
     for (name, headers, want) in cases {
-        let svc = builder(&ManualClock::default())
+        let svc = builder(&ManualWallClock::default())
             .hit_for_pass(std::time::Duration::ZERO)
             .build()
             .unwrap()
@@ -107,7 +107,7 @@ async fn hostile_requests_are_served() {
         &[("cache-control", "max-age=30"), ("vary", "x-v")],
         "ok",
     ));
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin.service());
@@ -157,7 +157,7 @@ async fn a_tenant_key_extension_keeps_tenants_apart() {
             },
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .key_extension(|parts| {
             parts
                 .headers

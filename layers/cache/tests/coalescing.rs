@@ -16,16 +16,17 @@ use std::{
     time::Duration,
 };
 use tower::{Layer, ServiceExt};
-use tower_kit_cache::{CacheLayer, ManualClock};
+use tower_kit_cache::{CacheLayer, ManualWallClock};
 
 #[tokio::test(start_paused = true)]
 async fn hundred_concurrent_misses_make_one_origin_call() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::fixed(
         Answer::ok(&[("cache-control", "public, max-age=60")], "the list")
             .delay(Duration::from_millis(50)),
     );
-    let (layer, handle) = builder(&clock).build().unwrap().pair();
+    let layer = builder(&clock).build().unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     let results = join_all((0..100).map(|_| send(&svc, get("/api/items")))).await;
     assert_eq!(origin.calls(), 1, "exactly one origin call");
@@ -57,15 +58,15 @@ async fn hundred_concurrent_misses_make_one_origin_call() {
 
 #[tokio::test(start_paused = true)]
 async fn uncacheable_response_releases_waiters_at_once_and_marks_hit_for_pass() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::fixed(
         Answer::ok(&[("cache-control", "no-store")], "personal").delay(Duration::from_millis(100)),
     );
-    let (layer, handle) = builder(&clock)
+    let layer = builder(&clock)
         .hit_for_pass(Duration::from_secs(5))
         .build()
-        .unwrap()
-        .pair();
+        .unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     let start = tokio::time::Instant::now();
     let results = join_all((0..50).map(|_| send(&svc, get("/me")))).await;
@@ -101,7 +102,7 @@ async fn uncacheable_response_releases_waiters_at_once_and_marks_hit_for_pass() 
 
 #[tokio::test(start_paused = true)]
 async fn waiters_with_another_variant_do_not_get_the_leaders_response() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::new(|req| {
         let lang = req
             .headers()
@@ -137,7 +138,7 @@ async fn waiters_with_another_variant_do_not_get_the_leaders_response() {
 
 #[tokio::test(start_paused = true)]
 async fn body_larger_than_max_entry_size_streams_through_and_releases_waiters() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::fixed(
         Answer::ok(&[("cache-control", "max-age=60")], "0123456789abcdef")
             .delay(Duration::from_millis(10)),
@@ -184,11 +185,11 @@ async fn stress_with_random_cancellation_leaves_no_waiter_behind() {
             )
         }
     });
-    let (layer, handle) = CacheLayer::builder()
+    let layer = CacheLayer::builder()
         .hit_for_pass(Duration::from_millis(5))
         .build()
-        .unwrap()
-        .pair();
+        .unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut rand = move || {

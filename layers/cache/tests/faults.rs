@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 use tower::{Layer, ServiceExt};
-use tower_kit_cache::ManualClock;
+use tower_kit_cache::ManualWallClock;
 
 type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
 type FramesBody = StreamBody<
@@ -66,7 +66,7 @@ async fn body_that_errors_is_not_stored() {
             vec![data("part"), Err(std::io::Error::other("reset"))],
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -89,7 +89,7 @@ async fn body_cut_short_of_its_content_length_is_not_stored() {
             vec![data("12345")],
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -107,7 +107,7 @@ async fn client_dropping_the_body_half_way_stores_nothing() {
             vec![data("a"), data("b")],
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -138,7 +138,7 @@ async fn waiters_survive_a_leader_whose_client_goes_away() {
             vec![data("x"), data("y")],
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -198,7 +198,7 @@ async fn inner_error_passes_through_and_waiters_go_to_the_origin_themselves() {
             }
         }
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -243,7 +243,7 @@ async fn inner_panic_during_fill_releases_the_waiters() {
             )
         }
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -271,7 +271,7 @@ async fn inner_panic_during_fill_releases_the_waiters() {
 #[tokio::test]
 async fn empty_body_that_is_never_polled_is_stored() {
     let (origin, calls) = streaming_origin(|_| (vec![("cache-control", "max-age=60")], vec![]));
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin);
@@ -284,7 +284,7 @@ async fn empty_body_that_is_never_polled_is_stored() {
                 .unwrap(),
         )
     });
-    let svc_empty = builder(&ManualClock::default())
+    let svc_empty = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(empty);

@@ -7,7 +7,7 @@ use http::{Request, Response};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use std::time::Duration;
 use tower::{Layer, ServiceExt};
-use tower_kit_cache::ManualClock;
+use tower_kit_cache::ManualWallClock;
 use tower_kit_core::ServerTiming;
 
 fn tagged_origin() -> Origin {
@@ -32,7 +32,8 @@ fn tagged_origin() -> Origin {
 #[tokio::test]
 async fn invalidate_url_prefix_tag_and_purge() {
     let origin = tagged_origin();
-    let (layer, handle) = builder(&ManualClock::default()).build().unwrap().pair();
+    let layer = builder(&ManualWallClock::default()).build().unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     let urls = [
         "/api/items",
@@ -107,11 +108,11 @@ async fn tags_from_a_closure_and_vary_variants_go_with_their_url() {
         &[("cache-control", "max-age=60"), ("vary", "accept-encoding")],
         "x",
     ));
-    let (layer, handle) = builder(&ManualClock::default())
+    let layer = builder(&ManualWallClock::default())
         .tag_fn(|uri, _res| vec![format!("path:{}", uri.path())])
         .build()
-        .unwrap()
-        .pair();
+        .unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     send(&svc, get_with("/v", &[("accept-encoding", "gzip")])).await;
     send(&svc, get_with("/v", &[("accept-encoding", "br")])).await;
@@ -131,7 +132,8 @@ async fn a_response_in_flight_during_an_invalidation_is_not_stored() {
     let origin = Origin::fixed(
         Answer::ok(&[("cache-control", "max-age=60")], "old").delay(Duration::from_millis(100)),
     );
-    let (layer, handle) = builder(&ManualClock::default()).build().unwrap().pair();
+    let layer = builder(&ManualWallClock::default()).build().unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     let in_flight = tokio::spawn({
         let svc = svc.clone();
@@ -147,7 +149,8 @@ async fn a_response_in_flight_during_an_invalidation_is_not_stored() {
 #[tokio::test]
 async fn warm_up_stores_responses() {
     let origin = tagged_origin();
-    let (layer, handle) = builder(&ManualClock::default()).build().unwrap().pair();
+    let layer = builder(&ManualWallClock::default()).build().unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     let report = handle
         .warm_up(svc.clone(), vec![get("/api/items"), get("/home")])
@@ -172,7 +175,8 @@ fn metrics_and_stats_count_each_outcome() {
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let origin = Origin::fixed(Answer::ok(&[("cache-control", "max-age=60")], "x"));
-            let (layer, handle) = builder(&ManualClock::default()).build().unwrap().pair();
+            let layer = builder(&ManualWallClock::default()).build().unwrap();
+            let handle = layer.handle();
             let svc = layer.layer(origin.service());
             send(&svc, get("/")).await;
             send(&svc, get("/")).await;
@@ -220,7 +224,7 @@ fn metrics_and_stats_count_each_outcome() {
 #[tokio::test]
 async fn server_timing_entry() {
     let origin = Origin::fixed(Answer::ok(&[("cache-control", "max-age=60")], "x"));
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin.service());

@@ -48,7 +48,8 @@ async fn start(slow_tail: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>, Cach
             )
         }
     });
-    let (layer, handle) = CacheLayer::new().pair();
+    let layer = CacheLayer::new();
+    let handle = layer.handle();
     let svc = layer.layer(origin);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

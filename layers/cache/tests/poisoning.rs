@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 use tower::Layer;
-use tower_kit_cache::ManualClock;
+use tower_kit_cache::ManualWallClock;
 
 /// The origin reflects a header; when it says so with `Vary`, an attacker's value gets its own variant.
 #[tokio::test]
@@ -28,7 +28,7 @@ async fn varied_header_cannot_poison_other_clients() {
             body,
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin.service());
@@ -54,7 +54,7 @@ async fn varied_header_cannot_poison_other_clients() {
 /// Headers outside the key do not change the key, the lifetime, or the stored headers.
 #[tokio::test]
 async fn headers_outside_the_key_change_nothing_stored() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::fixed(Answer::ok(&[("cache-control", "max-age=10")], "same"));
     let svc = builder(&clock).build().unwrap().layer(origin.service());
     let hostile = [
@@ -92,7 +92,7 @@ async fn vary_star_is_never_served_to_anyone() {
         &[("cache-control", "public, max-age=60"), ("vary", "*")],
         "x",
     ));
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .hit_for_pass(Duration::ZERO)
         .build()
         .unwrap()
@@ -125,7 +125,7 @@ async fn a_forged_host_gets_its_own_key() {
         };
         Answer::ok(&[("cache-control", "public, max-age=60")], body)
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin.service());
@@ -144,7 +144,7 @@ async fn a_personal_response_never_reaches_anonymous_clients() {
             if auth { "alice's inbox" } else { "login page" },
         )
     });
-    let svc = builder(&ManualClock::default())
+    let svc = builder(&ManualWallClock::default())
         .build()
         .unwrap()
         .layer(origin.service());

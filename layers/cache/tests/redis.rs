@@ -10,8 +10,8 @@ use std::{
 };
 use tower::Layer;
 use tower_kit_cache::{
-    CacheLayer, ManualClock, MokaStore, RedisStore, Store, StoredValue, TieredStore,
-    store::conformance,
+    CacheLayer, ManualWallClock as ManualClock, MokaStore, RedisStore, Store, StoredValue,
+    TieredStore, store::conformance,
 };
 use tower_kit_test_support::RedisServer;
 
@@ -196,7 +196,8 @@ async fn an_invalidation_on_one_instance_purges_the_others_l1() {
         store_a.subscriptions() > 0 && store_b.subscriptions() > 0
     })
     .await;
-    let (layer_a, handle_a) = CacheLayer::builder().store(store_a).build().unwrap().pair();
+    let layer_a = CacheLayer::builder().store(store_a).build().unwrap();
+    let handle_a = layer_a.handle();
     let a = layer_a.layer(origin.service());
     let b = CacheLayer::builder()
         .store(store_b.clone())

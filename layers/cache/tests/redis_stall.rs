@@ -45,11 +45,8 @@ async fn a_miss_during_a_stall_costs_one_timeout_not_one_per_call() {
     connected(&store).await;
     // The origin takes one timeout too, so the second client finds the leader still at work and waits for it.
     let origin = Origin::fixed(Answer::ok(FRESH, "from origin").delay(TIMEOUT));
-    let (layer, handle) = CacheLayer::builder()
-        .store(store.clone())
-        .build()
-        .unwrap()
-        .pair();
+    let layer = CacheLayer::builder().store(store.clone()).build().unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin.service());
     let (warm, _) = send(&svc, get("/warm")).await;
     assert_eq!(warm.headers["x-cache"], "MISS");

@@ -12,8 +12,8 @@ use std::{
 };
 use tower::Layer;
 use tower_kit_cache::{
-    CacheLayerBuilder, Lease, LeaseRelease, ManualClock, MokaStore, Store, StoreError, StoreUsage,
-    StoredValue,
+    CacheLayerBuilder, Lease, LeaseRelease, ManualWallClock, MokaStore, Store, StoreError,
+    StoreUsage, StoredValue,
 };
 
 type Headers = &'static [(&'static str, &'static str)];
@@ -1006,7 +1006,7 @@ async fn run_table<St: tower_kit_cache::Store>(
 ) {
     for c in cases() {
         let work = Work::default();
-        let clock = ManualClock::default();
+        let clock = ManualWallClock::default();
         let now = clock_now(&clock);
         // `{date}`, `{date+N}`, `{date-N}`: the clock's time at the start, in seconds.
         let subst = move |v: &str| -> String {
@@ -1417,14 +1417,14 @@ async fn rfc_table_on_tiered_cluster() {
     .await;
 }
 
-fn clock_now(clock: &ManualClock) -> std::time::SystemTime {
-    use tower_kit_cache::Clock;
+fn clock_now(clock: &ManualWallClock) -> std::time::SystemTime {
+    use tower_kit_cache::WallClock;
     clock.now()
 }
 
 #[tokio::test]
 async fn strip_set_cookie_stores_without_it_and_first_client_keeps_it() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::fixed(Answer::ok(
         &[("cache-control", "max-age=30"), ("set-cookie", "id=1")],
         "x",
@@ -1444,7 +1444,7 @@ async fn strip_set_cookie_stores_without_it_and_first_client_keeps_it() {
 
 #[tokio::test]
 async fn stored_headers_are_end_to_end_only_and_repeated_values_survive() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::fixed(Answer::ok(
         &[
             ("cache-control", "max-age=30"),
@@ -1472,7 +1472,7 @@ async fn stored_headers_are_end_to_end_only_and_repeated_values_survive() {
 
 #[tokio::test]
 async fn heuristic_freshness_only_when_configured() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let now = clock_now(&clock);
     let lm = httpdate::fmt_http_date(now - Duration::from_secs(1000));
     let date = httpdate::fmt_http_date(now);

@@ -16,12 +16,12 @@ use std::{
     time::Duration,
 };
 use tower::{Layer, ServiceExt};
-use tower_kit_cache::{CacheLayer, ManualClock, Store};
+use tower_kit_cache::{CacheLayer, ManualWallClock, Store};
 
 /// 50 concurrent requests for a stale entry within `stale-while-revalidate` are all answered at once from the
 /// cache, and exactly one background revalidation reaches the origin; after it, the entry is fresh.
 async fn concurrent_stale_hits_make_one_revalidation<St: Store>(store: St) {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::new(|req: &Request<()>| {
         let revalidation = req.headers().contains_key("if-none-match");
         Answer {
@@ -90,7 +90,7 @@ async fn concurrent_stale_hits_make_one_background_revalidation_on_a_store_that_
 /// Concurrent requests for a stale entry outside any stale window wait for one conditional request.
 #[tokio::test(start_paused = true)]
 async fn concurrent_revalidations_are_coalesced() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let origin = Origin::new(|req: &Request<()>| {
         let revalidation = req.headers().contains_key("if-none-match");
         Answer {
@@ -162,7 +162,7 @@ fn failing_after_first(
 
 #[tokio::test]
 async fn stale_if_error_answers_a_connection_failure() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let (origin, calls) = failing_after_first("max-age=10, stale-if-error=60");
     let svc = builder(&clock).build().unwrap().layer(origin);
     let first = svc.clone().oneshot(get("/r")).await.unwrap();
@@ -188,14 +188,14 @@ async fn stale_if_error_answers_a_connection_failure() {
 
 #[tokio::test]
 async fn stale_if_error_from_config_and_the_handle_counts_stale_answers() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let (origin, _) = failing_after_first("max-age=10");
-    let (layer, handle) = CacheLayer::builder()
+    let layer = CacheLayer::builder()
         .clock(clock.clone())
         .stale_if_error(Duration::from_secs(60))
         .build()
-        .unwrap()
-        .pair();
+        .unwrap();
+    let handle = layer.handle();
     let svc = layer.layer(origin);
     let first = svc.clone().oneshot(get("/r")).await.unwrap();
     first.into_body().collect().await.unwrap();
@@ -210,7 +210,7 @@ async fn stale_if_error_from_config_and_the_handle_counts_stale_answers() {
 /// Without `stale-if-error` a connection failure passes through, and a stale entry never hides it.
 #[tokio::test]
 async fn connection_failure_without_stale_if_error_is_the_callers() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let (origin, _) = failing_after_first("max-age=10");
     let svc = builder(&clock).build().unwrap().layer(origin);
     let first = svc.clone().oneshot(get("/r")).await.unwrap();
@@ -223,7 +223,7 @@ async fn connection_failure_without_stale_if_error_is_the_callers() {
 /// next stale hit starts a new revalidation.
 #[tokio::test]
 async fn failed_background_revalidation_keeps_serving_stale() {
-    let clock = ManualClock::default();
+    let clock = ManualWallClock::default();
     let (origin, calls) = failing_after_first("max-age=10, stale-while-revalidate=60");
     let svc = builder(&clock).build().unwrap().layer(origin);
     let first = svc.clone().oneshot(get("/r")).await.unwrap();

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 use tower::{Service, ServiceExt};
-use tower_kit_cache::{CacheBody, CacheLayer, CacheLayerBuilder, ManualClock, MokaStore};
+use tower_kit_cache::{CacheBody, CacheLayer, CacheLayerBuilder, ManualWallClock, MokaStore};
 
 /// What the origin answers: status, headers, body; it may wait first (on the tokio clock).
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ impl Service<Request<()>> for OriginService {
 }
 
 /// A builder on a manual clock, so freshness and `Age` follow the test.
-pub fn builder(clock: &ManualClock) -> CacheLayerBuilder<MokaStore> {
+pub fn builder(clock: &ManualWallClock) -> CacheLayerBuilder<MokaStore> {
     CacheLayer::builder().clock(clock.clone())
 }
 

@@ -1,0 +1,524 @@
+//! `CacheLayerBuilder`: every setting of a cache, checked by `build`.
+
+use crate::{
+    key::KeyConfig,
+    layer::{CacheLayer, Config, DefaultTtlFn, Shared, TagFn},
+    stats::Counters,
+    storability::StorePolicy,
+    store::{MokaStore, Store},
+};
+use http::{HeaderName, Uri, request::Parts, response};
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+use tower_kit_core::{ConfigError, SystemWallClock, WallClock};
+
+/// Builds a [`CacheLayer`]; [`build`](CacheLayerBuilder::build) checks every value.
+#[must_use]
+pub struct CacheLayerBuilder<St> {
+    store: Option<St>,
+    make_default_store: Option<fn(u64) -> St>,
+    max_bytes: u64,
+    namespace: String,
+    version: u32,
+    max_entry_size: usize,
+    hit_for_pass: Duration,
+    coalesce: bool,
+    include_host: bool,
+    normalize_query: bool,
+    key_extension: Option<crate::key::KeyExtension>,
+    cookie_bypass: bool,
+    strip_set_cookie: bool,
+    heuristic: Option<f32>,
+    default_ttls: Vec<(String, Duration)>,
+    default_ttl_fn: Option<DefaultTtlFn>,
+    tag_headers: Vec<HeaderName>,
+    tag_fn: Option<TagFn>,
+    strip_tag_headers: bool,
+    status_name: String,
+    x_cache: bool,
+    stale_while_revalidate: Duration,
+    stale_if_error: Duration,
+    keep_stale: Duration,
+    lease_ttl: Duration,
+    clock: Arc<dyn WallClock>,
+}
+
+impl<St> fmt::Debug for CacheLayerBuilder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayerBuilder")
+            .field("namespace", &self.namespace)
+            .field("version", &self.version)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entry_size", &self.max_entry_size)
+            .finish_non_exhaustive()
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+impl CacheLayerBuilder<MokaStore> {
+    pub(crate) fn new() -> Self {
+        Self {
+            store: None,
+            make_default_store: Some(MokaStore::new),
+            max_bytes: 64 * MIB,
+            namespace: "http".to_owned(),
+            version: 1,
+            max_entry_size: MIB as usize,
+            hit_for_pass: Duration::from_secs(10),
+            coalesce: true,
+            include_host: true,
+            normalize_query: false,
+            key_extension: None,
+            cookie_bypass: true,
+            strip_set_cookie: false,
+            heuristic: None,
+            default_ttls: Vec::new(),
+            default_ttl_fn: None,
+            tag_headers: vec![
+                HeaderName::from_static("cache-tag"),
+                HeaderName::from_static("surrogate-key"),
+            ],
+            tag_fn: None,
+            strip_tag_headers: true,
+            status_name: "tower-kit".to_owned(),
+            x_cache: true,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            keep_stale: Duration::from_secs(3600),
+            lease_ttl: Duration::from_secs(5),
+            clock: Arc::new(SystemWallClock),
+        }
+    }
+
+    /// Capacity of the default moka store in bytes (default 64 MiB). Ignored when [`store`](Self::store) is set.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+}
+
+impl<St: Store> CacheLayerBuilder<St> {
+    /// Use another store (a Redis or tiered store, or a moka store shared with another layer).
+    pub fn store<T: Store>(self, store: T) -> CacheLayerBuilder<T> {
+        CacheLayerBuilder {
+            store: Some(store),
+            make_default_store: None,
+            max_bytes: self.max_bytes,
+            namespace: self.namespace,
+            version: self.version,
+            max_entry_size: self.max_entry_size,
+            hit_for_pass: self.hit_for_pass,
+            coalesce: self.coalesce,
+            include_host: self.include_host,
+            normalize_query: self.normalize_query,
+            key_extension: self.key_extension,
+            cookie_bypass: self.cookie_bypass,
+            strip_set_cookie: self.strip_set_cookie,
+            heuristic: self.heuristic,
+            default_ttls: self.default_ttls,
+            default_ttl_fn: self.default_ttl_fn,
+            tag_headers: self.tag_headers,
+            tag_fn: self.tag_fn,
+            strip_tag_headers: self.strip_tag_headers,
+            status_name: self.status_name,
+            x_cache: self.x_cache,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+            keep_stale: self.keep_stale,
+            lease_ttl: self.lease_ttl,
+            clock: self.clock,
+        }
+    }
+
+    /// The key namespace (default `http`): keys start `{namespace}:{version}:`. Letters, digits, `-`, `_`, `.`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The key version (default 1): bump it to make every old entry unreachable after a deploy.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The largest body stored, in bytes (default 1 MiB). Larger bodies stream through uncached.
+    pub fn max_entry_size(mut self, bytes: usize) -> Self {
+        self.max_entry_size = bytes;
+        self
+    }
+
+    /// How long a key whose response could not be stored sends requests straight to the origin, without making
+    /// them wait for each other (default 10 s; zero turns hit-for-pass off).
+    pub fn hit_for_pass(mut self, duration: Duration) -> Self {
+        self.hit_for_pass = duration;
+        self
+    }
+
+    /// With a store shared by several servers (Redis): how long the server that calls the origin for a missing key
+    /// holds its lease on the key (default 5 s). The other servers wait for the entry meanwhile, polling the store;
+    /// if the holder crashed, they wait at most this long before one of them takes over. Ignored by in-process
+    /// stores.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Coalesce concurrent misses for one key into one origin call (default on).
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.coalesce = on;
+        self
+    }
+
+    /// Put the request's host (URI authority or `Host`) in the key (default on). Turn it off for a single site,
+    /// so that `localhost` and `127.0.0.1` share entries.
+    pub fn include_host(mut self, on: bool) -> Self {
+        self.include_host = on;
+        self
+    }
+
+    /// Sort query parameters by name and drop empty ones in keys (default off: `?b&a` and `?a&b` are different
+    /// URLs to an origin that reads parameters in order).
+    pub fn normalize_query(mut self, on: bool) -> Self {
+        self.normalize_query = on;
+        self
+    }
+
+    /// Adds a part to every key, from the request (a tenant header); `None` adds nothing.
+    pub fn key_extension(
+        mut self,
+        f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.key_extension = Some(Arc::new(f));
+        self
+    }
+
+    /// Requests with `Cookie` are served from and stored in the cache only when the response says `public`
+    /// (default on). Off is the pure RFC 9111 behaviour.
+    pub fn cookie_bypass(mut self, on: bool) -> Self {
+        self.cookie_bypass = on;
+        self
+    }
+
+    /// Store responses that carry `Set-Cookie`, without that header (default off: such responses are not stored).
+    /// The client whose request filled the cache still gets its `Set-Cookie`.
+    pub fn strip_set_cookie(mut self, on: bool) -> Self {
+        self.strip_set_cookie = on;
+        self
+    }
+
+    /// Heuristic freshness (RFC 9111 §4.2.2) for responses with `Last-Modified` and no explicit freshness: this
+    /// fraction (0 to 1, typically 0.1) of the time since the last modification, at most a day. Off by default.
+    pub fn heuristic_freshness(mut self, fraction: f32) -> Self {
+        self.heuristic = Some(fraction);
+        self
+    }
+
+    /// A default TTL for responses under a path prefix that have no freshness information (`/api/` with
+    /// [`TtlTier::Minute`]). The longest matching prefix wins. Off unless configured.
+    pub fn default_ttl(mut self, path_prefix: impl Into<String>, ttl: impl Into<Duration>) -> Self {
+        self.default_ttls.push((path_prefix.into(), ttl.into()));
+        self
+    }
+
+    /// A default TTL chosen by a closure over the request; it is asked before the prefixes.
+    pub fn default_ttl_fn(
+        mut self,
+        f: impl Fn(&Parts) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.default_ttl_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// The response headers that carry invalidation tags (default `Cache-Tag` and `Surrogate-Key`), comma- or
+    /// space-separated.
+    pub fn tag_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.tag_headers = names.into_iter().collect();
+        self
+    }
+
+    /// Tags from a closure over the request URI and the response head, added to the header tags.
+    pub fn tag_fn(
+        mut self,
+        f: impl Fn(&Uri, &response::Parts) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.tag_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Remove the tag headers from responses sent to clients (default on: tags are internal).
+    pub fn strip_tag_headers(mut self, on: bool) -> Self {
+        self.strip_tag_headers = on;
+        self
+    }
+
+    /// The cache's name in `Cache-Status` (default `tower-kit`); an RFC 9110 token.
+    pub fn cache_status_name(mut self, name: impl Into<String>) -> Self {
+        self.status_name = name.into();
+        self
+    }
+
+    /// Add `X-Cache: HIT|MISS` to responses (default on). `Cache-Status` is always added.
+    pub fn x_cache(mut self, on: bool) -> Self {
+        self.x_cache = on;
+        self
+    }
+
+    /// `stale-while-revalidate` (RFC 5861) for responses whose `Cache-Control` does not set it (default zero: off).
+    /// Within this time after a response goes stale, a request is answered with it at once while one background
+    /// request per entry revalidates it. Never for `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`
+    /// responses.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = window;
+        self
+    }
+
+    /// `stale-if-error` (RFC 5861) for responses whose `Cache-Control` does not set it (default zero: off). Within
+    /// this time after a response goes stale, it answers a request whose refresh failed: the origin answered 500,
+    /// 502, 503 or 504, or the inner service returned an error (a connection failure). Never for
+    /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` responses.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// How long a stale response with a validator (`ETag`, `Last-Modified`) stays in the store to be revalidated
+    /// with a conditional request (default 1 hour). The store's byte cap evicts it earlier if space is short.
+    pub fn keep_stale(mut self, duration: Duration) -> Self {
+        self.keep_stale = duration;
+        self
+    }
+
+    /// The wall clock for freshness and `Age` (default the system clock; [`ManualWallClock`](crate::ManualWallClock) in
+    /// tests).
+    pub fn clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Checks every value and builds the layer.
+    pub fn build(mut self) -> Result<CacheLayer<St>, ConfigError> {
+        self.check()?;
+        let store = self.take_store()?;
+        let clock = Arc::clone(&self.clock);
+        Ok(CacheLayer {
+            shared: Arc::new(Shared {
+                config: self.into_config(),
+                store,
+                flights: Arc::default(),
+                counters: Counters::default(),
+                clock,
+                generation: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Checks the values that do not depend on one another, naming the first bad field.
+    fn check(&self) -> Result<(), ConfigError> {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        };
+        if self.namespace.is_empty()
+            || !self
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::new(
+                "namespace",
+                format!(
+                    "must be letters, digits, `-`, `_` or `.` (got {:?})",
+                    self.namespace
+                ),
+            ));
+        }
+        if self.max_entry_size == 0 || self.max_entry_size > u32::MAX as usize {
+            return Err(ConfigError::new(
+                "max_entry_size",
+                format!(
+                    "must be between 1 and {} bytes (got {})",
+                    u32::MAX,
+                    self.max_entry_size
+                ),
+            ));
+        }
+        if let Some(f) = self.heuristic
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(ConfigError::new(
+                "heuristic_freshness",
+                format!("must be a fraction in (0, 1] (got {f})"),
+            ));
+        }
+        for (prefix, ttl) in &self.default_ttls {
+            if ttl.is_zero() {
+                return Err(ConfigError::new(
+                    "default_ttl",
+                    format!("must be greater than zero (got 0 for {prefix:?})"),
+                ));
+            }
+            if !prefix.starts_with('/') {
+                return Err(ConfigError::new(
+                    "default_ttl",
+                    format!("the path prefix must start with `/` (got {prefix:?})"),
+                ));
+            }
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 86_400);
+        for (field, value) in [
+            ("stale_while_revalidate", self.stale_while_revalidate),
+            ("stale_if_error", self.stale_if_error),
+            ("keep_stale", self.keep_stale),
+            ("lease_ttl", self.lease_ttl),
+        ] {
+            if value > YEAR {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at most a year (got {value:?})"),
+                ));
+            }
+        }
+        if !token(&self.status_name) {
+            return Err(ConfigError::new(
+                "cache_status_name",
+                format!("must be an RFC 9110 token (got {:?})", self.status_name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The store that was given, or the default one made at `max_bytes`.
+    fn take_store(&mut self) -> Result<St, ConfigError> {
+        match (self.store.take(), self.make_default_store) {
+            (Some(store), _) => Ok(store),
+            (None, Some(make)) => {
+                if self.max_bytes < self.max_entry_size as u64 {
+                    return Err(ConfigError::new(
+                        "max_bytes",
+                        format!(
+                            "must be at least max_entry_size ({} bytes) (got {})",
+                            self.max_entry_size, self.max_bytes
+                        ),
+                    ));
+                }
+                Ok(make(self.max_bytes))
+            }
+            (None, None) => Err(ConfigError::new("store", "no store was given")),
+        }
+    }
+
+    /// The checked settings as the configuration every service shares.
+    fn into_config(self) -> Config {
+        let mut default_ttls = self.default_ttls;
+        default_ttls.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        let mut key = KeyConfig::new(&self.namespace, self.version);
+        key.include_host = self.include_host;
+        key.normalize_query = self.normalize_query;
+        key.extension = self.key_extension;
+        Config {
+            key,
+            policy: StorePolicy {
+                cookie_bypass: self.cookie_bypass,
+                strip_set_cookie: self.strip_set_cookie,
+                heuristic: self.heuristic,
+                heuristic_max: Duration::from_secs(86_400),
+            },
+            max_entry_size: self.max_entry_size,
+            hit_for_pass: self.hit_for_pass,
+            coalesce: self.coalesce,
+            default_ttls,
+            default_ttl_fn: self.default_ttl_fn,
+            tag_headers: self.tag_headers,
+            tag_fn: self.tag_fn,
+            strip_tag_headers: self.strip_tag_headers,
+            status_name: self.status_name,
+            x_cache: self.x_cache,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+            keep_stale: self.keep_stale,
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TtlTier;
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let field = |b: CacheLayerBuilder<MokaStore>| b.build().unwrap_err().field();
+        assert_eq!(field(CacheLayer::builder().namespace("a:b")), "namespace");
+        assert_eq!(field(CacheLayer::builder().namespace("")), "namespace");
+        assert_eq!(
+            field(CacheLayer::builder().max_entry_size(0)),
+            "max_entry_size"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().max_bytes(10).max_entry_size(100)),
+            "max_bytes"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().heuristic_freshness(0.0)),
+            "heuristic_freshness"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().heuristic_freshness(f32::NAN)),
+            "heuristic_freshness"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().default_ttl("/a", Duration::ZERO)),
+            "default_ttl"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().default_ttl("a", TtlTier::Hour)),
+            "default_ttl"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().cache_status_name("my cache")),
+            "cache_status_name"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().stale_if_error(Duration::MAX)),
+            "stale_if_error"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().stale_while_revalidate(Duration::from_secs(1 << 40))),
+            "stale_while_revalidate"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().keep_stale(Duration::MAX)),
+            "keep_stale"
+        );
+        let e = CacheLayer::builder().max_entry_size(0).build().unwrap_err();
+        assert!(e.to_string().contains("got 0"), "{e}");
+    }
+
+    #[test]
+    fn longest_default_ttl_prefix_wins() {
+        let layer = CacheLayer::builder()
+            .default_ttl("/", TtlTier::Minute)
+            .default_ttl("/api/reports", TtlTier::Hour)
+            .default_ttl("/api", TtlTier::FiveMinutes)
+            .build()
+            .unwrap();
+        let parts = |p: &str| http::Request::get(p).body(()).unwrap().into_parts().0;
+        let c = &layer.shared.config;
+        assert_eq!(
+            c.default_ttl(&parts("/api/reports/1")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            c.default_ttl(&parts("/api/items")),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(c.default_ttl(&parts("/x")), Some(Duration::from_secs(60)));
+    }
+}
