@@ -27,6 +27,7 @@ pub(crate) type TagFn = Arc<dyn Fn(&Uri, &response::Parts) -> Vec<String> + Send
 
 /// Default TTL tiers for responses that carry no freshness information of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TtlTier {
     /// 60 seconds.
     Minute,

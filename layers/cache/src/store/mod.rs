@@ -88,6 +88,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// The answer to [`Store::lease`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Lease {
     /// Taken: run the release once the entry is stored or the origin call failed.
     Acquired(LeaseRelease),
