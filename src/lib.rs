@@ -55,3 +55,34 @@ pub use tower_kit_timing as timing;
 #[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The book's chapters: every ```rust block compiles (and runs, unless `no_run`) against this facade.
+#[cfg(all(doctest, feature = "full"))]
+mod book {
+    #[doc = include_str!("../book/src/introduction.md")]
+    pub struct Introduction;
+    #[doc = include_str!("../book/src/quick-start.md")]
+    pub struct QuickStart;
+    #[doc = include_str!("../book/src/composing.md")]
+    pub struct Composing;
+    #[doc = include_str!("../book/src/timing.md")]
+    pub struct Timing;
+    #[doc = include_str!("../book/src/compression.md")]
+    pub struct Compression;
+    #[doc = include_str!("../book/src/concurrency.md")]
+    pub struct Concurrency;
+    #[doc = include_str!("../book/src/ratelimit.md")]
+    pub struct Ratelimit;
+    #[doc = include_str!("../book/src/cache.md")]
+    pub struct Cache;
+    #[doc = include_str!("../book/src/batch.md")]
+    pub struct Batch;
+    #[doc = include_str!("../book/src/scaling-out.md")]
+    pub struct ScalingOut;
+    #[doc = include_str!("../book/src/operations.md")]
+    pub struct Operations;
+    #[doc = include_str!("../book/src/coming-from.md")]
+    pub struct ComingFrom;
+    #[doc = include_str!("../book/src/benchmarks.md")]
+    pub struct Benchmarks;
+}
