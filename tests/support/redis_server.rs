@@ -55,6 +55,30 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A free port `p` below 55536 whose cluster-bus port `p + 10000` is free too (a cluster node listens on both;
+/// an ephemeral port plus 10000 may not even exist).
+fn free_cluster_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(
+            NEXT.fetch_add(7, Ordering::Relaxed)
+                .wrapping_mul(2_654_435_761),
+        );
+        let port = 20_000 + (n % 35_000) as u16;
+        let both = TcpListener::bind(("127.0.0.1", port))
+            .and_then(|a| TcpListener::bind(("127.0.0.1", port + 10_000)).map(|b| (a, b)));
+        if both.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair (p, p + 10000) for a cluster node");
+}
+
 impl RedisServer {
     /// Starts a fresh server (no persistence) and waits until it answers `PING`.
     pub fn start() -> Self {
@@ -77,8 +101,13 @@ impl RedisServer {
             tls_port: None,
         };
         // A port picked free can be taken before redis binds it: try a few.
+        let cluster = server.extra.iter().any(|a| a == "--cluster-enabled");
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = if cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
             if server.spawn() {
                 return server;
             }

@@ -278,3 +278,84 @@ async fn an_invalidated_tag_is_never_served_again_even_if_its_set_missed_the_ent
         assert_eq!(other.get("c").await.unwrap(), None, "{name}");
     }
 }
+
+/// The node a tiered store subscribed through dies: it subscribes again through another seed node, and clears its
+/// L1 (messages sent meanwhile are lost); invalidations published afterwards reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_moves_to_another_node_and_clears_the_l1() {
+    let mut cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    // Seeds in this order: the subscription goes through node 0 first.
+    let store = TieredStore::new(MokaStore::new(1 << 20), sturdy(&urls, "sub:"));
+    wait_until("subscribed", async || store.subscriptions() == 1).await;
+    let entry = || {
+        tower_kit_cache::StoredValue::Response(std::sync::Arc::new(conformance::sample_entry(
+            b"x",
+            &[],
+        )))
+    };
+    store
+        .l1()
+        .put("k", entry(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    cluster.kill(0);
+    wait_until("resubscribed through another node", async || {
+        store.subscriptions() >= 2
+    })
+    .await;
+    assert_eq!(store.l1().get("k").await.unwrap(), None, "L1 cleared");
+    // Messages reach it again: an invalidation through another server drops its L1 copy.
+    let other = TieredStore::new(MokaStore::new(1 << 20), sturdy(&urls[1..], "sub:"));
+    store
+        .l1()
+        .put("k2", entry(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _ = other.remove("k2").await;
+    wait_until("invalidation received", async || {
+        store.l1().get("k2").await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// A primary with a replica is killed: after the failover its entries are read and written again through the
+/// same store, with no restart, and responses never fail meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_replica_needs_no_restart() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1);
+    let origin = Origin::fixed(Answer::ok(FRESH, "ok"));
+    let l2 = RedisStore::cluster_builder(cluster.urls())
+        .prefix("fo:")
+        .timeout(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let svc = CacheLayer::builder()
+        .store(l2.clone())
+        .build()
+        .unwrap()
+        .layer(origin.service());
+    let path = "/fo/1";
+    send(&svc, get(path)).await;
+    let keys = value_keys(&cluster, "fo:").await;
+    let key = keys
+        .iter()
+        .find(|k| k.contains("/fo/1#"))
+        .expect("stored")
+        .clone();
+    let victim = cluster.primary_of(&key);
+    cluster.kill(victim);
+    for _ in 0..5 {
+        let (res, _) = send(&svc, get(path)).await;
+        assert_eq!(res.status, 200);
+    }
+    cluster.wait_failover(victim, &key, Duration::from_secs(30));
+    // The promoted replica holds the entry (it was replicated) or gets it on the next miss: a hit either way.
+    wait_until("hit through the promoted replica", async || {
+        let (res, _) = send(&svc, get(path)).await;
+        assert_eq!(res.status, 200);
+        res.headers["x-cache"] == "HIT"
+    })
+    .await;
+}
