@@ -1,7 +1,9 @@
-//! CompressionLayer next to the bare service, on JSON of 2 KiB, 16 KiB, 100 KiB and 1 MiB (`benches/gzip/payload.rs`).
+//! CompressionLayer next to the bare service, for each coding (gzip, deflate, br, zstd) at its default, on JSON of
+//! 2 KiB, 16 KiB, 100 KiB and 1 MiB (`benches/gzip/payload.rs`).
 //!
-//! `cargo bench -p bench-gzip`. The same payloads through tower-http: `cargo bench -p bench-gzip-towerhttp` and
-//! `cargo bench -p bench-gzip-towerhttp-zlibrs`. Each run prints the compressed size per payload.
+//! `cargo bench -p bench-gzip`. The same payloads through tower-http: `cargo bench -p bench-compression-towerhttp`
+//! (every codec), `cargo bench -p bench-gzip-towerhttp` and `cargo bench -p bench-gzip-towerhttp-zlibrs` (gzip with
+//! flate2's two backends). Each run prints the compressed size per coding and payload.
 #![allow(missing_docs)]
 
 #[path = "gzip/payload.rs"]
@@ -19,21 +21,26 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let layer = CompressionLayer::new();
-    for &(name, size) in payload::SIZES {
-        let inner = payload::json_service(Bytes::from(payload::json(size)));
-        let (headers, compressed) = runtime.block_on(payload::fetch(layer.layer(inner.clone())));
-        assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
-        eprintln!("gzip/{name}: tower-kit {size} B -> {compressed} B");
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        for &(name, size) in payload::SIZES {
+            let inner = payload::json_service(Bytes::from(payload::json(size)));
+            let (headers, compressed) =
+                runtime.block_on(payload::fetch(layer.layer(inner.clone()), coding));
+            assert_eq!(headers[header::CONTENT_ENCODING], coding);
+            eprintln!("{coding}/{name}: tower-kit {size} B -> {compressed} B");
 
-        let mut group = c.benchmark_group("gzip");
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(BenchmarkId::new("bare", name), |b| {
-            b.iter(|| runtime.block_on(payload::fetch(inner.clone())))
-        });
-        group.bench_function(BenchmarkId::new("tower-kit", name), |b| {
-            b.iter(|| runtime.block_on(payload::fetch(layer.layer(inner.clone()))))
-        });
-        group.finish();
+            let mut group = c.benchmark_group(coding);
+            group.throughput(Throughput::Bytes(size as u64));
+            if coding == "gzip" {
+                group.bench_function(BenchmarkId::new("bare", name), |b| {
+                    b.iter(|| runtime.block_on(payload::fetch(inner.clone(), coding)))
+                });
+            }
+            group.bench_function(BenchmarkId::new("tower-kit", name), |b| {
+                b.iter(|| runtime.block_on(payload::fetch(layer.layer(inner.clone()), coding)))
+            });
+            group.finish();
+        }
     }
 }
 

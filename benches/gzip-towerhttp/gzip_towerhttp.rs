@@ -31,14 +31,15 @@ fn bench(c: &mut Criterion) {
     let layer = CompressionLayer::new();
     for &(name, size) in payload::SIZES {
         let inner = payload::json_service(Bytes::from(payload::json(size)));
-        let (headers, compressed) = runtime.block_on(payload::fetch(layer.layer(inner.clone())));
+        let (headers, compressed) =
+            runtime.block_on(payload::fetch(layer.layer(inner.clone()), "gzip"));
         assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
         eprintln!("gzip/{name}: {} {size} B -> {compressed} B", peer_name());
 
         let mut group = c.benchmark_group("gzip");
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(BenchmarkId::new(peer_name(), name), |b| {
-            b.iter(|| runtime.block_on(payload::fetch(layer.layer(inner.clone()))))
+            b.iter(|| runtime.block_on(payload::fetch(layer.layer(inner.clone()), "gzip")))
         });
         group.finish();
     }

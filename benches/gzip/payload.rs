@@ -1,4 +1,4 @@
-//! The JSON payloads and the request harness of the gzip benchmarks, shared by the three gzip bench packages
+//! The JSON payloads and the request harness of the compression benchmarks, shared by the bench packages
 //! (included with `#[path]`), so every engine compresses the same bytes through the same calls.
 
 use bytes::Bytes;
@@ -7,10 +7,10 @@ use http_body_util::{BodyExt, Full};
 use std::{convert::Infallible, fmt::Debug};
 use tower::{Service, ServiceExt, service_fn};
 
-/// `GET /items` from a client that accepts gzip (among others).
-pub(crate) fn request() -> Request<()> {
+/// `GET /items` from a client that accepts only `coding`, so every layer answers with that coding.
+pub(crate) fn request(coding: &str) -> Request<()> {
     Request::get("/items")
-        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .header(header::ACCEPT_ENCODING, coding)
         .body(())
         .unwrap()
 }
@@ -33,15 +33,16 @@ pub(crate) fn json_service(
     })
 }
 
-/// Sends [`request`] through `service`, reads the whole body; returns the response headers and the body length.
-pub(crate) async fn fetch<S, B>(service: S) -> (http::HeaderMap, usize)
+/// Sends [`request`] for `coding` through `service`, reads the whole body; returns the response headers and the
+/// body length.
+pub(crate) async fn fetch<S, B>(service: S, coding: &str) -> (http::HeaderMap, usize)
 where
     S: Service<Request<()>, Response = Response<B>>,
     S::Error: Debug,
     B: http_body::Body,
     B::Error: Debug,
 {
-    let (parts, body) = service.oneshot(request()).await.unwrap().into_parts();
+    let (parts, body) = service.oneshot(request(coding)).await.unwrap().into_parts();
     (
         parts.headers,
         body.collect().await.unwrap().to_bytes().len(),

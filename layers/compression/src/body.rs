@@ -75,7 +75,7 @@ impl<B> CompressionBody<B> {
                     idle_flush: config.idle_flush,
                     timer: None,
                     dirty: false,
-                    offload_threshold: config.offload_threshold,
+                    offload_threshold: crate::layer::offload_threshold(config, coding),
                     trailers: None,
                 }),
             },

@@ -365,7 +365,7 @@ where
                                 CompressionBody::full(data, trailers),
                             )));
                         }
-                        if data.len() as u64 >= config.offload_threshold
+                        if data.len() as u64 >= crate::layer::offload_threshold(config, coding)
                             && let Ok(runtime) = tokio::runtime::Handle::try_current()
                         {
                             let level = config.levels[coding.index()];
