@@ -145,7 +145,37 @@ pub(crate) fn decide(
         || cc.s_maxage.is_some()
         || cc.max_age.is_some()
         || headers.contains_key(header::EXPIRES);
-    let freshness_lifetime = if cc.invalid_freshness {
+    let freshness_lifetime = freshness_lifetime(request, response, &cc, policy, date)?;
+    let initial_age = initial_age(headers, date, request.request_time, response_time);
+    // A response stale on arrival is worth storing only to be validated: it needs a validator, and freshness
+    // information of its own (a response without any is not stored, as above).
+    if freshness_lifetime <= initial_age && !(validator && explicit) {
+        return Err(intrinsic("stale"));
+    }
+    Ok(Storable {
+        freshness_lifetime,
+        initial_age,
+        public: cc.public,
+        shared_with_authorization,
+        vary,
+        no_cache: cc.no_cache,
+        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        stale_while_revalidate: cc.stale_while_revalidate,
+        stale_if_error: cc.stale_if_error,
+    })
+}
+
+/// The freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, `max-age`, `Expires`; else, for heuristically cacheable
+/// statuses, the route's default TTL or a fraction of the time since `Last-Modified`.
+fn freshness_lifetime(
+    request: &RequestFacts,
+    response: &response::Parts,
+    cc: &ResponseDirectives,
+    policy: &StorePolicy,
+    date: SystemTime,
+) -> Result<Duration, NotStored> {
+    let headers = &response.headers;
+    let lifetime = if cc.invalid_freshness {
         Duration::ZERO
     } else if let Some(s) = cc.s_maxage {
         s
@@ -170,23 +200,7 @@ pub(crate) fn decide(
     } else {
         return Err(intrinsic("no-freshness"));
     };
-    let initial_age = initial_age(headers, date, request.request_time, response_time);
-    // A response stale on arrival is worth storing only to be validated: it needs a validator, and freshness
-    // information of its own (a response without any is not stored, as above).
-    if freshness_lifetime <= initial_age && !(validator && explicit) {
-        return Err(intrinsic("stale"));
-    }
-    Ok(Storable {
-        freshness_lifetime,
-        initial_age,
-        public: cc.public,
-        shared_with_authorization,
-        vary,
-        no_cache: cc.no_cache,
-        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
-        stale_while_revalidate: cc.stale_while_revalidate,
-        stale_if_error: cc.stale_if_error,
-    })
+    Ok(lifetime)
 }
 
 /// `corrected_initial_age` of RFC 9111 §4.2.3.
