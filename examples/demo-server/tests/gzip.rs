@@ -34,10 +34,36 @@ async fn start() -> (SocketAddr, oneshot::Sender<()>) {
 fn request(addr: SocketAddr, path: &str, gzip: bool) -> http::Request<Empty<Bytes>> {
     let mut builder = http::Request::get(format!("http://{addr}{path}"));
     if gzip {
-        // What `curl --compressed` sends.
-        builder = builder.header("accept-encoding", "deflate, gzip, br, zstd");
+        builder = builder.header("accept-encoding", "gzip");
     }
     builder.body(Empty::new()).unwrap()
+}
+
+/// `/api/items` is served in the coding each client gets: zstd for what browsers and `curl --compressed` send,
+/// Brotli for browsers without zstd, gzip for gzip-only clients; each variant is cached (a second request hits).
+#[tokio::test]
+async fn items_served_in_each_clients_coding_and_cached_per_variant() {
+    let (addr, _stop) = start().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for (accept, coding) in [
+        ("deflate, gzip, br, zstd", "zstd"),
+        ("gzip, deflate, br", "br"),
+        ("gzip", "gzip"),
+    ] {
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let request = http::Request::get(format!("http://{addr}/api/items"))
+                .header("accept-encoding", accept)
+                .body(Empty::new())
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-encoding"], coding, "{accept}");
+            statuses.push(response.headers()["x-cache"].to_str().unwrap().to_owned());
+            let _ = response.into_body().collect().await.unwrap();
+        }
+        assert_eq!(statuses[1], "HIT", "{accept}: {statuses:?}");
+    }
 }
 
 #[tokio::test]
@@ -169,5 +195,15 @@ async fn health_and_metrics_are_not_refused_for_a_content_encoding() {
     let response = send("/api/items", "br", b"").await.unwrap();
     assert_eq!(response.status(), 200);
     let response = send("/api/items", "br", b"brotli?").await.unwrap();
-    assert_eq!(response.status(), 415);
+    assert_eq!(response.status(), 400, "not valid Brotli");
+    let response = send("/api/items", "compress", b"lzw?").await.unwrap();
+    assert_eq!(
+        response.status(),
+        415,
+        "a coding the server does not decode"
+    );
+    assert_eq!(
+        response.headers()["accept-encoding"],
+        "gzip, deflate, br, zstd"
+    );
 }
