@@ -35,6 +35,13 @@ pub const REDIS_UNDECODABLE: &str = "tower_kit.cache.redis.undecodable";
 ///   with `SET .. PX ttl`. A tag `t` is the set `{prefix}t:{t}` of the keys carrying it, with its own expiry (the
 ///   longest TTL of its members, so tag sets never grow forever). Freshness is decided by the cache from the times
 ///   inside the entry, so servers whose clocks drift apart still agree on an entry's age.
+/// - **Tag guarantee**: each tag has a generation `{prefix}g:{t}` that [`remove_tag`](Store::remove_tag)
+///   increments first; a value with tags records its tags' generations when written, and a read serves it only if
+///   they are unchanged (one more round trip per hit on a tagged entry). So once `remove_tag` returns, no entry
+///   stored earlier with that tag is served, by any server, even one the tag's set does not list.
+/// - **Redis Cluster** ([`cluster_builder`](RedisStore::cluster_builder)): each operation on one key goes to the
+///   shard of its slot, through that node's circuit breaker; prefix invalidation, `clear` and `usage` walk every
+///   primary.
 /// - **Bad values are misses**: a value that does not decode (garbage, truncated, written by another format version)
 ///   is read as a miss and counted in [`REDIS_UNDECODABLE`], never an error to a client.
 /// - **Size cap**: a value whose encoding is larger than [`max_entry_bytes`](RedisStoreBuilder::max_entry_bytes)

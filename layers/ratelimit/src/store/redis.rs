@@ -37,10 +37,11 @@ pub const REDIS_SCRIPT_RELOADS: &str = "tower_kit.ratelimit.redis.script_reloads
 ///   not matter.
 /// - **Bounded memory**: each `(policy, key)` state is a short string written with a TTL of `tat − now`; a state
 ///   back to a full quota expires by itself.
-/// - **Redis Cluster**: a state lives at `<prefix>{<key>}:<policy id>`; the `{…}` hash tag puts every policy of one
-///   client in one slot, so a request whose policies share the key runs in one script on a cluster too. (Policies
-///   with *different* keys in one layer need a single Redis or Sentinel: a cluster refuses the script with
-///   `CROSSSLOT`.)
+/// - **Redis Cluster** ([`cluster_builder`](RedisStore::cluster_builder)): a state lives at
+///   `<prefix>{<key>}:<policy id>`; the `{…}` hash tag puts every policy of one client in one slot, so a request
+///   whose policies share the key is one script on one shard. Policies keyed differently in one layer touch two
+///   slots: on a cluster such a request fails with [`RedisStoreError::CrossSlot`] (decided by the failure policy)
+///   instead of being decided half; give them separate layers. Each node has its own circuit breaker.
 /// - **One multiplexed connection**, shared by every request (concurrent checks are pipelined on it), with a
 ///   connect timeout and a per-decision timeout ([`timeout`](RedisStoreBuilder::timeout), default 100 ms: no
 ///   request waits longer for the limiter).
