@@ -29,6 +29,7 @@ pub struct CacheLayerBuilder<St> {
     include_host: bool,
     normalize_query: bool,
     key_extension: Option<crate::key::KeyExtension>,
+    vary_normalizers: crate::vary::Normalizers,
     cookie_bypass: bool,
     strip_set_cookie: bool,
     heuristic: Option<f32>,
@@ -73,6 +74,7 @@ impl CacheLayerBuilder<MokaStore> {
             include_host: true,
             normalize_query: false,
             key_extension: None,
+            vary_normalizers: Default::default(),
             cookie_bypass: true,
             strip_set_cookie: false,
             heuristic: None,
@@ -116,6 +118,7 @@ impl<St: Store> CacheLayerBuilder<St> {
             include_host: self.include_host,
             normalize_query: self.normalize_query,
             key_extension: self.key_extension,
+            vary_normalizers: self.vary_normalizers,
             cookie_bypass: self.cookie_bypass,
             strip_set_cookie: self.strip_set_cookie,
             heuristic: self.heuristic,
@@ -194,6 +197,22 @@ impl<St: Store> CacheLayerBuilder<St> {
         f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.key_extension = Some(Arc::new(f));
+        self
+    }
+
+    /// Normalises a request header a response varies on before it becomes part of the key: `f` gets the request
+    /// headers and returns the value to key on (`None`: as if absent). Requests that normalise to the same value share
+    /// one stored variant. With a compression layer inside the cache, key `Accept-Encoding` on the coding that layer
+    /// picks, so `gzip, br` and `br, gzip, zstd` share the entry when both get the same bytes:
+    /// `normalize_vary(ACCEPT_ENCODING, move |h| Some(compression.choose(h).map_or("identity", |c| c.as_str()).into()))`.
+    /// Default: `Accept-Encoding` is keyed on the set of known codings it accepts, other headers on their value.
+    pub fn normalize_vary(
+        mut self,
+        name: HeaderName,
+        f: impl Fn(&http::HeaderMap) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.vary_normalizers.0.retain(|(n, _)| *n != name);
+        self.vary_normalizers.0.push((name, Arc::new(f)));
         self
     }
 
@@ -421,6 +440,7 @@ impl<St: Store> CacheLayerBuilder<St> {
         key.include_host = self.include_host;
         key.normalize_query = self.normalize_query;
         key.extension = self.key_extension;
+        key.vary = self.vary_normalizers;
         Config {
             key,
             policy: StorePolicy {

@@ -19,6 +19,8 @@ pub(crate) struct KeyConfig {
     pub(crate) include_host: bool,
     pub(crate) normalize_query: bool,
     pub(crate) extension: Option<KeyExtension>,
+    /// User normalisers of varied request headers.
+    pub(crate) vary: crate::vary::Normalizers,
 }
 
 impl std::fmt::Debug for KeyConfig {
@@ -28,6 +30,7 @@ impl std::fmt::Debug for KeyConfig {
             .field("include_host", &self.include_host)
             .field("normalize_query", &self.normalize_query)
             .field("extension", &self.extension.is_some())
+            .field("vary", &self.vary)
             .finish()
     }
 }
@@ -39,6 +42,7 @@ impl KeyConfig {
             include_host: true,
             normalize_query: false,
             extension: None,
+            vary: Default::default(),
         }
     }
 

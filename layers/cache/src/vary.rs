@@ -2,6 +2,7 @@
 
 use crate::{control::split_list, key::push_escaped};
 use http::{HeaderMap, HeaderName, header};
+use std::sync::Arc;
 
 /// What a response's `Vary` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +41,34 @@ impl Vary {
     }
 }
 
-/// The normalised value of one request header for matching: field lines joined with `, `, whitespace around
-/// commas removed; `Accept-Encoding` reduced to the sorted set of known codings it accepts. `None` when absent.
-pub(crate) fn normalised(name: &HeaderName, request: &HeaderMap) -> Option<String> {
+/// A user normaliser of one varied request header: given the request headers, the value the cache keys on (`None`
+/// as if the header were absent). Set with
+/// [`CacheLayerBuilder::normalize_vary`](crate::CacheLayerBuilder::normalize_vary).
+pub(crate) type VaryNormalizer = Arc<dyn Fn(&HeaderMap) -> Option<String> + Send + Sync>;
+
+/// The user normalisers, per header name.
+#[derive(Clone, Default)]
+pub(crate) struct Normalizers(pub(crate) Vec<(HeaderName, VaryNormalizer)>);
+
+impl std::fmt::Debug for Normalizers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+/// The normalised value of one request header for matching: a user normaliser's when one is set for `name`;
+/// otherwise field lines joined with `, `, whitespace around commas removed, and `Accept-Encoding` reduced to the
+/// sorted set of known codings it accepts. `None` when absent.
+pub(crate) fn normalised(
+    name: &HeaderName,
+    request: &HeaderMap,
+    normalizers: &Normalizers,
+) -> Option<String> {
+    if let Some((_, normalize)) = normalizers.0.iter().find(|(n, _)| n == name) {
+        return normalize(request);
+    }
     let mut lines = request.get_all(name).iter().peekable();
     lines.peek()?;
     if name == header::ACCEPT_ENCODING {
@@ -115,8 +141,15 @@ fn accept_encoding(request: &HeaderMap) -> String {
 }
 
 /// The request's values for `names`, in order.
-pub(crate) fn values(names: &[HeaderName], request: &HeaderMap) -> Vec<Option<String>> {
-    names.iter().map(|n| normalised(n, request)).collect()
+pub(crate) fn values(
+    names: &[HeaderName],
+    request: &HeaderMap,
+    normalizers: &Normalizers,
+) -> Vec<Option<String>> {
+    names
+        .iter()
+        .map(|n| normalised(n, request, normalizers))
+        .collect()
 }
 
 /// The secondary key: the primary key, then `#v:` and `name=value` (or `name!` when absent) joined by `&`.
@@ -183,6 +216,7 @@ mod tests {
             normalised(
                 &header::ACCEPT_ENCODING,
                 &headers(&[("accept-encoding", v)]),
+                &Normalizers::default(),
             )
             .unwrap()
         };
@@ -194,7 +228,11 @@ mod tests {
         assert_eq!(ae("compress, sdch"), "identity");
         assert_eq!(ae("*, zstd;q=0"), "br,deflate,gzip");
         assert_eq!(
-            normalised(&header::ACCEPT_ENCODING, &HeaderMap::new()),
+            normalised(
+                &header::ACCEPT_ENCODING,
+                &HeaderMap::new(),
+                &Normalizers::default()
+            ),
             None
         );
     }
@@ -205,8 +243,13 @@ mod tests {
         let a = normalised(
             &name,
             &headers(&[("accept-language", "en ,  fr"), ("accept-language", "de")]),
+            &Normalizers::default(),
         );
-        let b = normalised(&name, &headers(&[("accept-language", "en,fr,de")]));
+        let b = normalised(
+            &name,
+            &headers(&[("accept-language", "en,fr,de")]),
+            &Normalizers::default(),
+        );
         assert_eq!(a, b);
         assert_eq!(a.as_deref(), Some("en,fr,de"));
     }
@@ -214,15 +257,66 @@ mod tests {
     #[test]
     fn absent_and_empty_differ() {
         let names = [HeaderName::from_static("x-a")];
-        let absent = secondary_key("p", &names, &values(&names, &HeaderMap::new()));
-        let empty = secondary_key("p", &names, &values(&names, &headers(&[("x-a", "")])));
+        let absent = secondary_key(
+            "p",
+            &names,
+            &values(&names, &HeaderMap::new(), &Normalizers::default()),
+        );
+        let empty = secondary_key(
+            "p",
+            &names,
+            &values(&names, &headers(&[("x-a", "")]), &Normalizers::default()),
+        );
         assert_eq!(absent, "p#v:x-a!");
         assert_eq!(empty, "p#v:x-a=");
         let forged = secondary_key(
             "p",
             &names,
-            &values(&names, &headers(&[("x-a", "1&x-b=2")])),
+            &values(
+                &names,
+                &headers(&[("x-a", "1&x-b=2")]),
+                &Normalizers::default(),
+            ),
         );
         assert_eq!(forged, "p#v:x-a=1%26x-b%3D2");
+    }
+
+    #[test]
+    fn a_user_normaliser_replaces_the_default() {
+        let mut normalizers = Normalizers::default();
+        normalizers.0.push((
+            header::ACCEPT_ENCODING,
+            Arc::new(|h: &HeaderMap| {
+                let zstd = h
+                    .get(header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("zstd"));
+                Some(if zstd { "zstd" } else { "gzip" }.to_owned())
+            }),
+        ));
+        let ae = |v: &str| {
+            normalised(
+                &header::ACCEPT_ENCODING,
+                &headers(&[("accept-encoding", v)]),
+                &normalizers,
+            )
+        };
+        assert_eq!(ae("gzip, deflate, br, zstd"), ae("zstd, br"));
+        assert_eq!(
+            ae("gzip, br"),
+            ae("deflate, gzip").as_deref().map(str::to_owned)
+        );
+        assert_ne!(ae("gzip, br"), ae("zstd"));
+        // Other headers keep the default.
+        let name = HeaderName::from_static("accept-language");
+        assert_eq!(
+            normalised(
+                &name,
+                &headers(&[("accept-language", "en , fr")]),
+                &normalizers
+            )
+            .as_deref(),
+            Some("en,fr")
+        );
     }
 }

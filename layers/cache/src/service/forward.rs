@@ -287,7 +287,13 @@ impl<St: Store> Exchange<St> {
         let vary: Vec<_> = storable
             .vary
             .iter()
-            .map(|name| (name.clone(), vary::normalised(name, &client.headers)))
+            .map(|name| {
+                let normalizers = &self.origin.shared.config.key.vary;
+                (
+                    name.clone(),
+                    vary::normalised(name, &client.headers, normalizers),
+                )
+            })
             .collect();
         let store_key = if vary.is_empty() {
             primary.clone()

@@ -96,7 +96,7 @@ pub(super) async fn lookup<St: Store>(
     };
     let (key, value) = match found {
         Some(StoredValue::Variants(v)) => {
-            let values = vary::values(&v.headers, request);
+            let values = vary::values(&v.headers, request, &shared.config.key.vary);
             let key = vary::secondary_key(primary, &v.headers, &values);
             let value = match shared.store.get(&key).await {
                 Ok(Some(value)) => value,
@@ -123,9 +123,12 @@ pub(super) async fn lookup<St: Store>(
 }
 
 /// Whether a coalesced entry fits this request's `Vary` headers.
-pub(super) fn vary_matches(entry: &Entry, request: &HeaderMap) -> bool {
-    entry
-        .vary
-        .iter()
-        .all(|(name, value)| vary::normalised(name, request).as_deref() == value.as_deref())
+pub(super) fn vary_matches(
+    entry: &Entry,
+    request: &HeaderMap,
+    normalizers: &vary::Normalizers,
+) -> bool {
+    entry.vary.iter().all(|(name, value)| {
+        vary::normalised(name, request, normalizers).as_deref() == value.as_deref()
+    })
 }

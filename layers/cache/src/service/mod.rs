@@ -153,7 +153,7 @@ fn hit_now<St: Store, B>(
     let entry = match shared.store.get_now(primary)?.ok()?? {
         StoredValue::Response(entry) => entry,
         StoredValue::Variants(v) => {
-            let values = vary::values(&v.headers, &parts.headers);
+            let values = vary::values(&v.headers, &parts.headers, &shared.config.key.vary);
             let key = vary::secondary_key(primary, &v.headers, &values);
             match shared.store.get_now(&key)?.ok()?? {
                 StoredValue::Response(entry) => entry,

@@ -320,10 +320,14 @@ impl<St: Store> Ask<'_, St> {
     async fn wait(&self, waiter: Waiter, fwd: &'static str) -> Option<Plan> {
         let headers = &self.parts.headers;
         match waiter.outcome().await {
-            Outcome::Filled(entry) if vary_matches(&entry, headers) => {
+            Outcome::Filled(entry)
+                if vary_matches(&entry, headers, &self.shared.config.key.vary) =>
+            {
                 Some(Plan::collapsed(entry, fwd))
             }
-            Outcome::Stale(entry) if vary_matches(&entry, headers) => {
+            Outcome::Stale(entry)
+                if vary_matches(&entry, headers, &self.shared.config.key.vary) =>
+            {
                 let now = self.shared.clock.now();
                 Some(Plan::stale(entry, StaleWhy::IfError, now))
             }
