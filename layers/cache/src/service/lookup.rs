@@ -41,28 +41,28 @@ pub(super) enum Usable {
 pub(super) fn usable(
     config: &Config,
     entry: &Entry,
-    rd: &RequestDirectives,
+    directives: &RequestDirectives,
     now: SystemTime,
 ) -> Usable {
     if entry.no_cache {
         return Usable::Refresh { fwd: "stale" };
     }
-    if rd.no_cache {
+    if directives.no_cache {
         return Usable::Refresh { fwd: "request" };
     }
     let age = entry.age(now);
     let life = entry.freshness_lifetime;
-    let young_enough = rd.max_age.is_none_or(|max| age <= max);
+    let young_enough = directives.max_age.is_none_or(|max| age <= max);
     let Some(staleness) = entry.staleness(now) else {
-        let lasts = rd.min_fresh.is_none_or(|min| age + min < life);
+        let lasts = directives.min_fresh.is_none_or(|min| age + min < life);
         return if young_enough && lasts {
             Usable::Fresh
         } else {
             Usable::Refresh { fwd: "request" }
         };
     };
-    if !entry.must_revalidate && young_enough && rd.min_fresh.is_none() {
-        if rd
+    if !entry.must_revalidate && young_enough && directives.min_fresh.is_none() {
+        if directives
             .max_stale
             .is_some_and(|max| max.is_none_or(|max| staleness <= max))
         {

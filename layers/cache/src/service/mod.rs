@@ -205,7 +205,7 @@ where
     ResB::Data: Buf + Send,
 {
     let (parts, body) = request.into_parts();
-    let rd = RequestDirectives::parse(&parts.headers);
+    let directives = RequestDirectives::parse(&parts.headers);
     // One Redis deadline for every store call of this request (lookup, lease, fill, invalidation), never around
     // the origin call.
     let deadline = Deadline::new();
@@ -213,7 +213,7 @@ where
         Some(primary) => {
             deadline
                 .clone()
-                .scope(plan(&shared, &parts, primary, &rd))
+                .scope(plan(&shared, &parts, primary, &directives))
                 .await
         }
         None => Plan::Forward(Forward::new("method", Count::Bypass)),

@@ -130,7 +130,7 @@ struct Ask<'a, St> {
     shared: &'a Shared<St>,
     parts: &'a Parts,
     primary: &'a str,
-    rd: &'a RequestDirectives,
+    directives: &'a RequestDirectives,
     head_only: bool,
     /// `authorization` or `cookie` when the request carries credentials its response may be personal to.
     personal: Option<&'static str>,
@@ -149,7 +149,7 @@ pub(super) async fn plan<St: Store>(
     shared: &Shared<St>,
     parts: &Parts,
     primary: &str,
-    rd: &RequestDirectives,
+    directives: &RequestDirectives,
 ) -> Plan {
     let authorization = parts.headers.contains_key(header::AUTHORIZATION);
     let cookie = shared.config.policy.cookie_bypass && parts.headers.contains_key(header::COOKIE);
@@ -157,7 +157,7 @@ pub(super) async fn plan<St: Store>(
         shared,
         parts,
         primary,
-        rd,
+        directives,
         head_only: parts.method == Method::HEAD,
         personal: if authorization {
             Some("authorization")
@@ -191,18 +191,19 @@ impl<St: Store> Ask<'_, St> {
     /// Looks the request up: a plan when a stored entry (or its absence under `only-if-cached`) decides, else
     /// the miss.
     async fn look(&self, now: SystemTime) -> Result<Plan, Miss> {
-        let (config, rd) = (&self.shared.config, self.rd);
+        let (config, directives) = (&self.shared.config, self.directives);
         let miss = match lookup(self.shared, self.primary, &self.parts.headers).await {
             Lookup::Found { key, entry } if allowed(config, self.parts, &entry) => {
-                match usable(config, &entry, rd, now) {
+                match usable(config, &entry, directives, now) {
                     Usable::Fresh => return Ok(Plan::hit(entry, now)),
                     Usable::MaxStale => return Ok(Plan::stale(entry, StaleWhy::MaxStale, now)),
                     Usable::WhileRevalidate => {
                         // One background revalidation per entry: only the first stale hit leads it. HEAD cannot
                         // refresh a GET's body, and personal requests lead nothing.
-                        let leader = (!self.head_only && self.personal.is_none() && !rd.no_store)
-                            .then(|| self.shared.flights.try_lead(&key))
-                            .flatten();
+                        let leader =
+                            (!self.head_only && self.personal.is_none() && !directives.no_store)
+                                .then(|| self.shared.flights.try_lead(&key))
+                                .flatten();
                         return Ok(Plan::WhileRevalidate { entry, key, leader });
                     }
                     Usable::Refresh { fwd } => Miss {
@@ -215,11 +216,11 @@ impl<St: Store> Ask<'_, St> {
             }
             Lookup::Found { key, .. } => {
                 // Stored, but not for this request (credentials): it goes to the origin on its own.
-                if rd.only_if_cached {
+                if directives.only_if_cached {
                     return Ok(Plan::OnlyIfCached);
                 }
                 return Ok(Plan::Forward(Forward {
-                    store: (!self.head_only && !rd.no_store)
+                    store: (!self.head_only && !directives.no_store)
                         .then(|| StoreTo::alone(key))
                         .flatten(),
                     detail: self.personal,
@@ -233,7 +234,7 @@ impl<St: Store> Ask<'_, St> {
                 stale: None,
             },
         };
-        if rd.only_if_cached {
+        if directives.only_if_cached {
             return Ok(Plan::OnlyIfCached);
         }
         Err(miss)
@@ -242,7 +243,7 @@ impl<St: Store> Ask<'_, St> {
     /// The plan for a miss that does not coalesce with other requests, if it does not.
     fn without_coalescing(&self, miss: &Miss, rounds: u32) -> Option<Plan> {
         let stale = miss.stale.clone();
-        if self.head_only || self.rd.no_store {
+        if self.head_only || self.directives.no_store {
             // HEAD is answered from a stored GET, never stored itself; `no-store` requests store nothing.
             return Some(Plan::Forward(Forward {
                 stale,
@@ -283,7 +284,7 @@ impl<St: Store> Ask<'_, St> {
         // Another leader may have stored or refreshed the entry between our lookup and our join.
         if let Lookup::Found { entry, .. } = lookup(shared, self.primary, &self.parts.headers).await
             && allowed(config, self.parts, &entry)
-            && usable(config, &entry, self.rd, now) == Usable::Fresh
+            && usable(config, &entry, self.directives, now) == Usable::Fresh
             && !stale.as_ref().is_some_and(|(_, s)| Arc::ptr_eq(s, &entry))
         {
             leader.finish(Outcome::Filled(Arc::clone(&entry)));
@@ -391,7 +392,7 @@ impl<St: Store> Ask<'_, St> {
         match lookup(self.shared, self.primary, &self.parts.headers).await {
             Lookup::Found { entry, .. }
                 if allowed(config, self.parts, &entry)
-                    && usable(config, &entry, self.rd, now) == Usable::Fresh =>
+                    && usable(config, &entry, self.directives, now) == Usable::Fresh =>
             {
                 Some(Remote::Found(entry))
             }
