@@ -133,12 +133,25 @@ pub fn build_with<St: Store>(
     store: St,
     compress: Option<CompressionLayer>,
 ) -> Result<(Router, CacheHandle<St>), tower_kit::core::ConfigError> {
-    let layer = CacheLayer::builder()
+    let mut builder = CacheLayer::builder()
         .store(store)
         .max_entry_size(args.max_entry_size)
         // One site: `localhost:3000` and `127.0.0.1:3000` share entries, and so does the warm-up request.
-        .include_host(false)
-        .build()?;
+        .include_host(false);
+    if let Some(compression) = &compress {
+        // Key `Accept-Encoding` on the coding the compression layer picks: every client that gets zstd shares one
+        // entry, whatever else it lists (the layers stay independent; the demo composes them).
+        let compression = compression.clone();
+        builder = builder.normalize_vary(header::ACCEPT_ENCODING, move |headers| {
+            Some(
+                compression
+                    .choose(headers)
+                    .map_or("identity", |c| c.as_str())
+                    .to_owned(),
+            )
+        });
+    }
+    let layer = builder.build()?;
     let handle = layer.handle();
     let own = Router::new()
         .route("/api/items", get(list::<St>).post(add::<St>))
@@ -325,16 +338,23 @@ fn warm<St: Store>(router: Router, cache: CacheHandle<St>) {
         return;
     };
     runtime.spawn(async move {
-        // Two variants: identity, and what browsers and `curl --compressed` accept (stored gzip-compressed when the
-        // cache wraps a gzip layer). The cache keys on the set of codings accepted, so a client sending only
-        // `gzip` is a third variant, filled on its first request.
+        // The variants clients get: identity; zstd (Chrome, Firefox, Edge and `curl --compressed` send `gzip,
+        // deflate, br, zstd`); Brotli (Safari: `gzip, deflate, br`); gzip. With the compression layer inside, the
+        // cache keys on the coding chosen, so these four entries serve every client.
         let requests: Vec<Request<Body>> = [
-            Request::get("/api/items").body(Body::empty()),
-            Request::get("/api/items")
-                .header(header::ACCEPT_ENCODING, "gzip, deflate, br, zstd")
-                .body(Body::empty()),
+            None,
+            Some("gzip, deflate, br, zstd"),
+            Some("gzip, deflate, br"),
+            Some("gzip"),
         ]
         .into_iter()
+        .map(|accept| {
+            let mut request = Request::get("/api/items");
+            if let Some(accept) = accept {
+                request = request.header(header::ACCEPT_ENCODING, accept);
+            }
+            request.body(Body::empty())
+        })
         .filter_map(Result::ok)
         .collect();
         let report = cache.warm_up(router, requests).await;

@@ -207,3 +207,31 @@ async fn health_and_metrics_are_not_refused_for_a_content_encoding() {
         "gzip, deflate, br, zstd"
     );
 }
+
+/// The cache keys `Accept-Encoding` on the coding the compression layer picks: clients that list different sets but
+/// get the same coding share one entry.
+#[tokio::test]
+async fn clients_that_get_the_same_coding_share_one_cache_entry() {
+    let (addr, _stop) = start().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut seen = Vec::new();
+    for accept in [
+        "zstd",
+        "br, zstd",
+        "gzip, br, deflate, zstd",
+        "zstd;q=1, gzip;q=0.5",
+    ] {
+        let request = http::Request::get(format!("http://{addr}/api/items"))
+            .header("accept-encoding", accept)
+            .body(Empty::new())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.headers()["content-encoding"], "zstd", "{accept}");
+        seen.push(response.headers()["x-cache"].to_str().unwrap().to_owned());
+        let _ = response.into_body().collect().await.unwrap();
+    }
+    assert!(
+        seen[1..].iter().all(|s| s == "HIT"),
+        "one entry for every set that gets zstd: {seen:?}"
+    );
+}
