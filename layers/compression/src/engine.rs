@@ -176,6 +176,7 @@ fn libdeflate_oneshot(coding: Coding, input: &[u8], level: u32) -> Vec<u8> {
 }
 
 /// The Brotli window for a body of `len` bytes: the smallest power of two that holds it, 2^10 to 2^22.
+#[cfg_attr(not(feature = "br"), allow(dead_code))]
 pub(crate) fn br_window_for(len: usize) -> u32 {
     let bits = usize::BITS - len.saturating_sub(1).leading_zeros();
     bits.clamp(10, 22)

@@ -44,6 +44,7 @@ impl Write for Sink {
 }
 
 /// The largest zstd window a request may use: 2^23 = 8 MB (RFC 9659), so a decoder's memory stays bounded.
+#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
 pub(crate) const ZSTD_MAX_WINDOW_LOG: u32 = 23;
 
 /// One streaming decoder writing into a capped [`Sink`].
