@@ -5,10 +5,10 @@
 
 pub mod batch;
 pub mod cache;
+pub mod compression;
 pub mod concurrency;
 pub mod config;
 pub mod dashboard;
-pub mod compression;
 pub mod items;
 pub mod observability;
 pub mod ratelimit;

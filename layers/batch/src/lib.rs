@@ -67,6 +67,7 @@
 //! Without features the crate needs tokio (`rt`, `sync`, `time`) and builds the HTTP adapter on the `http` crate
 //! only.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod accumulator;
 mod adapter;

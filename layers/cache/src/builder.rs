@@ -238,7 +238,7 @@ impl<St: Store> CacheLayerBuilder<St> {
     }
 
     /// A default TTL for responses under a path prefix that have no freshness information (`/api/` with
-    /// [`TtlTier::Minute`]). The longest matching prefix wins. Off unless configured.
+    /// [`TtlTier::Minute`](crate::TtlTier::Minute)). The longest matching prefix wins. Off unless configured.
     pub fn default_ttl(mut self, path_prefix: impl Into<String>, ttl: impl Into<Duration>) -> Self {
         self.default_ttls.push((path_prefix.into(), ttl.into()));
         self

@@ -9,7 +9,7 @@ use std::{
 
 /// A stored response.
 ///
-/// The cache decides freshness from the timestamps in here and its own [`Clock`](crate::Clock); a store's expiry is
+/// The cache decides freshness from the timestamps in here and its own [`WallClock`](crate::WallClock); a store's expiry is
 /// only garbage collection. Stores that serialise entries (Redis) must keep every field; `FORMAT_VERSION` changes
 /// when a field is added, and values of another version are read back as a miss.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 /// Controls one cache from outside the layer: invalidate by URL, path prefix or tag, purge, read stats, warm up.
 ///
-/// Get one with [`CacheLayer::handle`](crate::CacheLayer::handle) or [`CacheLayer::pair`](crate::CacheLayer::pair).
+/// Get one with [`CacheLayer::handle`](crate::CacheLayer::handle).
 /// Clones share the cache. Every invalidation also stops responses that were in flight when it happened from being
 /// stored (they may be older than the change that caused the invalidation).
 pub struct CacheHandle<St = MokaStore> {

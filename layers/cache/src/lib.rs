@@ -88,6 +88,7 @@
 //! revalidates with the origin. This crate follows RFC 9111 for a shared cache, coalesces with
 //! hit-for-pass, refuses what could leak between users, and is controlled from outside through its handle.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod builder;

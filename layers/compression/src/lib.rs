@@ -90,6 +90,7 @@
 //! strong, ignores `no-transform`, compresses HEAD/304 answers, has a denylist only, and its predicate does not see
 //! the request. This layer does all of that differently: see the book's compression chapter.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod codec;

@@ -65,6 +65,7 @@
 //!
 //! None. The queue deadline uses Tokio's timer.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adaptive;
 mod body;

@@ -44,6 +44,7 @@
 //! - `redis` (off by default): the `redis` module, the Redis plumbing of the cache's and the rate limiter's Redis
 //!   stores: connection set-up, one deadline per request across its Redis calls, one circuit breaker.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod client_addr;

@@ -71,6 +71,7 @@
 //!   until you run `retain_recent` from your own task. Here: several named policies (all-or-nothing), costs,
 //!   per-request quotas, trusted-proxy CIDRs, /64 grouping, the IETF headers, and a bounded store that cleans itself.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod builder;

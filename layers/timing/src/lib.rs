@@ -68,6 +68,7 @@
 //! caps label values, reads gRPC status from trailers, works in axum, tonic and hyper stacks, and adds
 //! `Server-Timing`, a slow-request log and a stats handle.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod future;
