@@ -14,7 +14,7 @@ which=${1:-all}
 port=3931
 proxy_port=3932
 origin_port=3933
-cargo build --release -q -p demo-server -p cache-proxy -p loadgen
+[ -n "${ABUSE_NO_BUILD:-}" ] || cargo build --release -q -p demo-server -p cache-proxy -p loadgen
 abuse=./target/release/abuse
 work=$(mktemp -d)
 pids=()
@@ -31,13 +31,13 @@ wait_for() {
 }
 
 if [ "$which" = all ] || [ "$which" = demo ]; then
-  echo "## demo-server (16 MiB cache, 1 s header and idle timeouts, 1000 connections, events cap 256)"
-  # A descriptor limit like a small container's: the connection cap must keep the server reachable under it.
+  echo "## demo-server (16 MiB cache, 1 s header and idle timeouts, default connection cap, events cap 256)"
+  # A descriptor limit like a small container's: the connection cap (default: below the limit) must keep the server
+  # reachable under it. The rate limit is off here so the crawler and the streams reach the cache and compressor.
   (ulimit -n 1024
-   RUST_LOG=warn exec ./target/release/demo-server --listen 127.0.0.1:$port --items-db "$work/items.sqlite3" \
-     --cache-max-bytes $((16 * 1024 * 1024)) --header-read-timeout 1s --idle-timeout 1s --max-connections 1000 \
-     --rate-limit-trusted-proxies 127.0.0.1/32 --rate-limit-client-ip-header x-forwarded-for \
-     --events-max-in-flight 256) &
+   RUST_LOG=error exec ./target/release/demo-server --listen 127.0.0.1:$port --items-db "$work/items.sqlite3" \
+     --cache-max-bytes $((16 * 1024 * 1024)) --header-read-timeout 1s --idle-timeout 1s \
+     --events-max-in-flight 256 --disable ratelimit) &
   demo=$!
   pids+=("$demo")
   wait_for $port
@@ -45,11 +45,20 @@ if [ "$which" = all ] || [ "$which" = demo ]; then
   $abuse --addr 127.0.0.1:$port --pid "$demo" slowloris --count 500 --seconds 4 --gap-ms 200
   $abuse --addr 127.0.0.1:$port --pid "$demo" idle --count 2000 --seconds 4
   $abuse --addr 127.0.0.1:$port --pid "$demo" urls --seconds 20 --connections 32 --gzip
-  $abuse --addr 127.0.0.1:$port --pid "$demo" spoof --count 30 --header forwarded
   $abuse --addr 127.0.0.1:$port --pid "$demo" sse --count 600 --seconds 3 --rounds 3
   $abuse --addr 127.0.0.1:$port --pid "$demo" burst --path /api/slow --count 400 --concurrency 200
   sleep 1
   $abuse --addr 127.0.0.1:$port gauges
+  kill "$demo"; wait "$demo" 2>/dev/null || true
+
+  echo "## demo-server behind a trusted proxy (127.0.0.1/32 sets X-Forwarded-For; default quota 100/min, burst 10)"
+  RUST_LOG=error ./target/release/demo-server --listen 127.0.0.1:$port --items-db "$work/items2.sqlite3" \
+    --rate-limit-trusted-proxies 127.0.0.1/32 --rate-limit-client-ip-header x-forwarded-for &
+  demo=$!
+  pids+=("$demo")
+  wait_for $port
+  $abuse --addr 127.0.0.1:$port --pid "$demo" spoof --count 30 --header forwarded
+  $abuse --addr 127.0.0.1:$port --pid "$demo" spoof --count 30 --header x-forwarded-for
   kill "$demo"; wait "$demo" 2>/dev/null || true
 fi
 
@@ -83,7 +92,8 @@ while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 PY
   pids+=($!)
-  RUST_LOG=warn ./target/release/cache-proxy --listen 127.0.0.1:$proxy_port --upstream http://127.0.0.1:$origin_port \
+  for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$origin_port) 2>/dev/null && break; sleep 0.1; done
+  RUST_LOG=error ./target/release/cache-proxy --listen 127.0.0.1:$proxy_port --upstream http://127.0.0.1:$origin_port \
     --max-bytes $((16 * 1024 * 1024)) --upstream-timeout 2s --header-read-timeout 1s --idle-timeout 1s &
   proxy=$!
   pids+=("$proxy")
@@ -91,6 +101,6 @@ PY
   $abuse --addr 127.0.0.1:$proxy_port once --path /hang --seconds 45
   $abuse --addr 127.0.0.1:$proxy_port once --path /both
   $abuse --addr 127.0.0.1:$proxy_port once --path /badchunk
-  $abuse --addr 127.0.0.1:$proxy_port --pid "$proxy" urls --prefix '/small?x=' --seconds 20 --connections 32
+  $abuse --addr 127.0.0.1:$proxy_port --pid "$proxy" urls --prefix '/small?x=' --seconds 20 --connections 8
   $abuse --addr 127.0.0.1:$proxy_port --pid "$proxy" silent --count 500 --seconds 4
 fi
