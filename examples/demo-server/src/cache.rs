@@ -172,7 +172,27 @@ pub fn build_with<St: Store>(
     if args.warm {
         warm(router.clone(), handle.clone());
     }
+    export_usage(handle.clone());
     Ok((router, handle))
+}
+
+/// Every second, what the store holds now (`demo.cache.store.bytes`, `demo.cache.store.entries`): the dashboard's
+/// "bytes stored". The library's counters say what was written; this says what is kept.
+fn export_usage<St: Store>(handle: CacheHandle<St>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let bytes = metrics::gauge!("demo.cache.store.bytes");
+        let entries = metrics::gauge!("demo.cache.store.entries");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let stats = handle.stats().await;
+            bytes.set(stats.bytes as f64);
+            entries.set(stats.entries as f64);
+        }
+    });
 }
 
 struct Demo<St: Store> {

@@ -284,7 +284,8 @@ function renderCache(m) {
   const lookups = [...results.entries()].filter(([r]) => r !== "bypass").reduce((a, [, v]) => a + v, 0);
   const ratio = lookups > 0 ? hits / lookups : 0;
   setValue("cache-hit-ratio", ratio, lookups > 0 ? (ratio * 100).toFixed(1) + " %" : "–");
-  const stored = sum(m, "tower_kit_cache_stored_bytes_total");
+  // What the store holds now (the demo's gauge, refreshed every second), not the running total written.
+  const stored = sum(m, "demo_cache_store_bytes");
   setValue("cache-stored-bytes", stored, fmtBytes(stored));
   setValue("cache-hits", hits);
   setValue("cache-misses", get("miss"));

@@ -188,8 +188,11 @@ impl Store for TieredStore {
     }
 
     async fn put(&self, key: &str, value: StoredValue, ttl: Duration) -> Result<(), StoreError> {
-        let _ = self.l1.put(key, value.clone(), ttl.min(self.l1_ttl)).await;
-        self.l2.put(key, value, ttl).await
+        // L2 first: the L1 copy's lifetime then starts after L2's, so L1 never expires while L2 still holds the
+        // value (a read in that gap would promote it back into L1 for a whole `l1_ttl`).
+        let stored = self.l2.put(key, value.clone(), ttl).await;
+        let _ = self.l1.put(key, value, ttl.min(self.l1_ttl)).await;
+        stored
     }
 
     async fn remove(&self, key: &str) -> Result<bool, StoreError> {
