@@ -44,6 +44,8 @@ pub struct CacheLayerBuilder<St> {
     stale_if_error: Duration,
     keep_stale: Duration,
     lease_ttl: Duration,
+    ranges: bool,
+    stale_if_disconnected: Duration,
     clock: Arc<dyn WallClock>,
 }
 
@@ -92,6 +94,8 @@ impl CacheLayerBuilder<MokaStore> {
             stale_if_error: Duration::ZERO,
             keep_stale: Duration::from_secs(3600),
             lease_ttl: Duration::from_secs(5),
+            ranges: true,
+            stale_if_disconnected: Duration::from_secs(3600),
             clock: Arc::new(SystemWallClock),
         }
     }
@@ -133,6 +137,8 @@ impl<St: Store> CacheLayerBuilder<St> {
             stale_if_error: self.stale_if_error,
             keep_stale: self.keep_stale,
             lease_ttl: self.lease_ttl,
+            ranges: self.ranges,
+            stale_if_disconnected: self.stale_if_disconnected,
             clock: self.clock,
         }
     }
@@ -312,6 +318,23 @@ impl<St: Store> CacheLayerBuilder<St> {
         self
     }
 
+    /// Answer `Range` requests from stored responses (RFC 9110 §14, RFC 9111 §3.3–3.4; default on): `206` from a
+    /// stored complete `200` or a stored `206` that holds the range, `416` for an unsatisfiable range, `If-Range`
+    /// with strong validators only. Off: `Range` requests go to the origin and their answers are not stored.
+    pub fn ranges(mut self, on: bool) -> Self {
+        self.ranges = on;
+        self
+    }
+
+    /// How long past its freshness a stored response may answer when the origin cannot be reached (RFC 9111
+    /// §4.2.4, "disconnected": the connection is refused, closed before a response, or times out), without the
+    /// response saying `stale-if-error` (default 1 hour; zero turns it off). Never for `must-revalidate`,
+    /// `proxy-revalidate`, `no-cache` or `s-maxage` responses: those get `504`.
+    pub fn stale_if_disconnected(mut self, window: Duration) -> Self {
+        self.stale_if_disconnected = window;
+        self
+    }
+
     /// The wall clock for freshness and `Age` (default the system clock; [`ManualWallClock`](crate::ManualWallClock) in
     /// tests).
     pub fn clock(mut self, clock: impl WallClock) -> Self {
@@ -395,6 +418,7 @@ impl<St: Store> CacheLayerBuilder<St> {
             ("stale_if_error", self.stale_if_error),
             ("keep_stale", self.keep_stale),
             ("lease_ttl", self.lease_ttl),
+            ("stale_if_disconnected", self.stale_if_disconnected),
         ] {
             if value > YEAR {
                 return Err(ConfigError::new(
@@ -463,6 +487,8 @@ impl<St: Store> CacheLayerBuilder<St> {
             stale_if_error: self.stale_if_error,
             keep_stale: self.keep_stale,
             lease_ttl: self.lease_ttl,
+            ranges: self.ranges,
+            stale_if_disconnected: self.stale_if_disconnected,
         }
     }
 }

@@ -73,6 +73,10 @@ pub(crate) struct Config {
     pub(crate) keep_stale: Duration,
     /// How long a cross-server coalescing lease lasts (a crashed holder's lapses after it).
     pub(crate) lease_ttl: Duration,
+    /// Answer `Range` requests from stored responses.
+    pub(crate) ranges: bool,
+    /// How long past freshness a response may answer when the origin cannot be reached (RFC 9111 §4.2.4).
+    pub(crate) stale_if_disconnected: Duration,
 }
 
 impl Config {
@@ -105,6 +109,16 @@ impl Config {
         };
         keep.max(self.stale_while_revalidate(entry))
             .max(self.stale_if_error(entry))
+            .max(self.stale_if_disconnected(entry))
+    }
+
+    /// How long past freshness an entry may answer when the origin cannot be reached (RFC 9111 §4.2.4); none when
+    /// it must be validated.
+    pub(crate) fn stale_if_disconnected(&self, entry: &crate::Entry) -> Duration {
+        if entry.must_revalidate || entry.no_cache {
+            return Duration::ZERO;
+        }
+        self.stale_if_disconnected
     }
 
     pub(crate) fn default_ttl(&self, parts: &Parts) -> Option<Duration> {

@@ -1,6 +1,9 @@
 //! Table-driven RFC 9111 / RFC 9211 behaviour at the service level, on a manual clock.
 
 mod common;
+/// Cases for serving rules (ranges, a disconnected origin), kept in their own file.
+#[path = "rfc/serving.rs"]
+mod serving;
 
 use common::*;
 use std::{
@@ -101,7 +104,7 @@ const fn case(name: &'static str) -> Case {
 }
 
 fn cases() -> Vec<Case> {
-    vec![
+    let mut cases = vec![
         Case {
             response: &[("cache-control", "max-age=30")],
             advance: 10,
@@ -974,7 +977,9 @@ fn cases() -> Vec<Case> {
             age: "0",
             ..case("a conditional HEAD gets a 304 from a stored GET")
         },
-    ]
+    ];
+    cases.extend(serving::cases());
+    cases
 }
 
 #[tokio::test]

@@ -31,20 +31,7 @@ impl<S> Concurrency<S> {
         Concurrency { inner, config }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tower_kit_core::inner_service_accessors!();
 
     /// A handle on the limit this service shares with its layer.
     pub fn handle(&self) -> ConcurrencyHandle {

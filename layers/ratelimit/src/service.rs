@@ -46,20 +46,7 @@ impl<S: fmt::Debug, St, M> fmt::Debug for RateLimit<S, St, M> {
 }
 
 impl<S, St, M> RateLimit<S, St, M> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Gives the inner service back.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tower_kit_core::inner_service_accessors!();
 }
 
 impl<S, St, M, ReqB, ResB> Service<Request<ReqB>> for RateLimit<S, St, M>

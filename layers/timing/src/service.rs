@@ -35,20 +35,7 @@ impl<S> Timing<S> {
         Self { inner, registry }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tower_kit_core::inner_service_accessors!();
 
     /// A handle on the statistics this service shares with its layer.
     pub fn handle(&self) -> crate::TimingHandle {

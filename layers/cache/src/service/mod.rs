@@ -54,20 +54,7 @@ impl<S, St> Cache<S, St> {
         Self { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tower_kit_core::inner_service_accessors!();
 }
 
 impl<S, St: Store> Cache<S, St> {

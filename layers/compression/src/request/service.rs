@@ -24,20 +24,7 @@ impl<S> RequestDecompression<S> {
         Self { inner, config }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tower_kit_core::inner_service_accessors!();
 }
 
 /// The most codings a request body may stack; more is answered 415.
