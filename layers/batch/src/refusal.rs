@@ -21,11 +21,7 @@ impl RefusalReason {
     }
 }
 
-impl std::fmt::Display for RefusalReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+tower_kit_core::display_as_str!(RefusalReason);
 
 /// What an [`on_refusal`](crate::BatchLayerBuilder::on_refusal) hook is told about a refused call.
 #[derive(Clone, Debug)]

@@ -1,4 +1,4 @@
-//! The accessors every middleware service of the workspace has.
+//! Small macros every layer uses: the accessors of a middleware service, `Display` for label enums.
 
 /// Defines `get_ref`, `get_mut` and `into_inner` on a middleware service whose wrapped service is the field
 /// `inner` of type `S`. Used inside an `impl<S, ..> Service<S, ..>` block, so every layer's service has the same
@@ -19,6 +19,19 @@ macro_rules! inner_service_accessors {
         /// The inner service, unwrapped.
         pub fn into_inner(self) -> S {
             self.inner
+        }
+    };
+}
+
+/// Implements `Display` for a type with a `const fn as_str(self) -> &'static str` (the refusal reasons, whose
+/// `as_str` is also their metric label), so the printed form and the label never differ.
+#[macro_export]
+macro_rules! display_as_str {
+    ($ty:ty) => {
+        impl ::core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(self.as_str())
+            }
         }
     };
 }

@@ -43,11 +43,7 @@ impl RefusalReason {
     }
 }
 
-impl std::fmt::Display for RefusalReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+tower_kit_core::display_as_str!(RefusalReason);
 
 /// What the [`on_refusal`](crate::RateLimitLayerBuilder::on_refusal) and
 /// [`map_refusal`](crate::RateLimitLayerBuilder::map_refusal) hooks are told about a refusal: why, when to retry,
