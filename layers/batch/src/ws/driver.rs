@@ -34,6 +34,7 @@ pub mod names {
 
 /// Why [`BatchSender::send`] did not queue a message; the message is given back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError<T> {
     /// The queue was full and the policy dropped this message ([`Overflow::DropNewest`], or [`Overflow::Close`],
     /// which also closes the connection).
