@@ -217,12 +217,13 @@ pub(crate) fn freshen(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use http::HeaderValue;
     use std::time::Duration;
 
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// A header map from name/value pairs (repeated names append).
+    pub(crate) fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (n, v) in pairs {
             m.append(

@@ -5,10 +5,11 @@ use crate::{
     coalesce::{Leader, Outcome},
     entry::{Entry, StoredValue, Variants},
     layer::Shared,
+    service::range,
     store::{Store, deadline::Deadline},
 };
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use std::{
     future::Future,
     sync::{Arc, atomic::Ordering},
@@ -46,12 +47,34 @@ pub(crate) struct StoreFill<St> {
     pub(crate) generation: u64,
     /// The request's Redis deadline: the writes get what its lookups left.
     pub(crate) deadline: Deadline,
+    /// For a `206`: the stored part it may be combined with (RFC 9111 §3.4).
+    pub(crate) combine: Option<Arc<Entry>>,
 }
 
 impl<St: Store> FillSink for StoreFill<St> {
     fn complete(self: Box<Self>, body: Bytes, trailers: Option<HeaderMap>) {
         let this = *self;
-        let t = this.template;
+        let mut t = this.template;
+        let mut body = body;
+        if t.status == StatusCode::PARTIAL_CONTENT {
+            // A part is stored only when its body is exactly the range it says it holds.
+            match range::part(&t.headers) {
+                Some(part) if part.last - part.first + 1 == body.len() as u64 => {}
+                _ => return,
+            }
+            if let Some(old) = &this.combine
+                && let Some((merged, merged_body)) =
+                    range::combine(&old.headers, &old.body, &t.headers, &body)
+            {
+                let (status, mut headers) = range::combined_head(&t.headers, merged);
+                if status == StatusCode::OK && this.shared.config.ranges {
+                    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                }
+                t.status = status;
+                t.headers = headers;
+                body = merged_body;
+            }
+        }
         let entry = Arc::new(Entry {
             status: t.status,
             headers: t.headers,

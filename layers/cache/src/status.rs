@@ -30,6 +30,9 @@ pub(crate) enum Mark {
     Revalidated { fwd: &'static str },
     /// `only-if-cached` and nothing stored fits: a 504 made by the cache.
     OnlyIfCached,
+    /// The origin could not be reached and the stored response may not be served stale (`must-revalidate`,
+    /// `proxy-revalidate`, `no-cache`, `s-maxage`): a 504 made by the cache (RFC 9111 §4.2.4, §5.2.2.2).
+    Disconnected,
     /// Went to the origin. `fwd` is `uri-miss`, `vary-miss`, `stale`, `bypass`, `method`; `detail` says why the
     /// response was not stored or why the cache was bypassed.
     Forward {
@@ -45,6 +48,8 @@ pub(crate) enum StaleWhy {
     MaxStale,
     WhileRevalidate,
     IfError,
+    /// The origin could not be reached (RFC 9111 §4.2.4), beyond any `stale-if-error`.
+    Disconnected,
 }
 
 impl Mark {
@@ -54,7 +59,7 @@ impl Mark {
             Mark::Hit { .. } | Mark::Collapsed { .. } => "HIT",
             Mark::Stale { .. } => "STALE",
             Mark::Revalidated { .. } => "REVALIDATED",
-            Mark::OnlyIfCached | Mark::Forward { .. } => "MISS",
+            Mark::OnlyIfCached | Mark::Disconnected | Mark::Forward { .. } => "MISS",
         }
     }
 
@@ -65,7 +70,7 @@ impl Mark {
             Mark::Collapsed { .. } => "coalesced",
             Mark::Stale { .. } => "stale",
             Mark::Revalidated { .. } => "revalidated",
-            Mark::OnlyIfCached => "miss",
+            Mark::OnlyIfCached | Mark::Disconnected => "miss",
             Mark::Forward {
                 fwd: "bypass" | "method",
                 ..
@@ -106,10 +111,10 @@ pub(crate) fn mark(headers: &mut HeaderMap, name: &str, mark: Mark, x_cache: boo
             if let Some(status) = fwd_status {
                 let _ = write!(value, "; fwd-status={}", status.as_u16());
             }
-            let detail = if why == StaleWhy::IfError {
-                "stale-if-error"
-            } else {
-                "stale-while-revalidate"
+            let detail = match why {
+                StaleWhy::IfError => "stale-if-error",
+                StaleWhy::Disconnected => "disconnected",
+                StaleWhy::WhileRevalidate | StaleWhy::MaxStale => "stale-while-revalidate",
             };
             let _ = write!(value, "; ttl={ttl}; detail={detail}");
         }
@@ -117,6 +122,7 @@ pub(crate) fn mark(headers: &mut HeaderMap, name: &str, mark: Mark, x_cache: boo
             let _ = write!(value, "; fwd={fwd}; fwd-status=304");
         }
         Mark::OnlyIfCached => value.push_str("; fwd=miss; detail=only-if-cached"),
+        Mark::Disconnected => value.push_str("; fwd=stale; detail=must-revalidate"),
         Mark::Forward {
             fwd,
             status,
@@ -220,6 +226,20 @@ mod tests {
             (
                 Mark::OnlyIfCached,
                 "c; fwd=miss; detail=only-if-cached",
+                "MISS",
+            ),
+            (
+                Mark::Stale {
+                    ttl: -30,
+                    why: StaleWhy::Disconnected,
+                    fwd_status: None,
+                },
+                "c; fwd=stale; ttl=-30; detail=disconnected",
+                "STALE",
+            ),
+            (
+                Mark::Disconnected,
+                "c; fwd=stale; detail=must-revalidate",
                 "MISS",
             ),
         ];

@@ -14,7 +14,7 @@ use crate::{
     store::{Store, deadline::Deadline},
     vary,
 };
-use http::{Method, Request, Response, Uri, header, request, response};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response};
 use http_body::Body;
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -42,6 +42,8 @@ pub(super) struct Exchange<St> {
     pub(super) detail: Option<&'static str>,
     pub(super) count: Option<Count>,
     pub(super) stale: Option<(String, Arc<Entry>)>,
+    /// A stored `206` part a new part may be combined with.
+    pub(super) partial: Option<Arc<Entry>>,
     /// The client's own request head: its preconditions are answered from a refreshed entry, an unsafe
     /// method's target is invalidated, `Vary` values are taken from it.
     pub(super) client: Option<request::Parts>,
@@ -65,6 +67,7 @@ impl<St: Store> Exchange<St> {
             detail,
             count,
             stale,
+            partial,
         } = plan;
         let shared = &origin.shared;
         let config = &shared.config;
@@ -104,6 +107,7 @@ impl<St: Store> Exchange<St> {
             detail,
             count,
             stale,
+            partial,
             client,
             facts,
             uri,
@@ -145,7 +149,11 @@ where
     let (head, body) = match inner.call(Request::from_parts(parts, body)).await {
         Ok(response) => response.into_parts(),
         Err(e) => {
+            // No response at all: the origin could not be reached (RFC 9111 §4.2.4, "disconnected").
             if let Some(response) = exchange.answer_stale(None) {
+                return Ok(response);
+            }
+            if let Some(response) = exchange.must_revalidate_504() {
                 return Ok(response);
             }
             exchange.finish(Outcome::Failed);
@@ -223,16 +231,15 @@ impl<St: Store> Exchange<St> {
         let shared = &self.origin.shared;
         let config = &shared.config;
         let content_length = content_length(&head.headers);
-        let decision =
-            match storability::decide(&self.facts, head, &config.policy, target.response_time) {
-                Ok(_) if content_length.is_some_and(|n| n > config.max_entry_size as u64) => {
-                    Err(storability::NotStored {
-                        reason: "too-big",
-                        intrinsic: true,
-                    })
-                }
-                other => other,
-            };
+        let decision = match decide(&self.facts, head, config, target.response_time) {
+            Ok(_) if content_length.is_some_and(|n| n > config.max_entry_size as u64) => {
+                Err(storability::NotStored {
+                    reason: "too-big",
+                    intrinsic: true,
+                })
+            }
+            other => other,
+        };
         let storable = match decision {
             Ok(storable) => storable,
             Err(not_stored) => {
@@ -254,7 +261,19 @@ impl<St: Store> Exchange<St> {
             target.tags,
             target.response_time,
         );
+        // A new part is combined with the stored one it may continue (RFC 9111 §3.4).
+        let combine = (head.status == StatusCode::PARTIAL_CONTENT)
+            .then(|| {
+                self.partial.take().or_else(|| {
+                    self.stale
+                        .as_ref()
+                        .filter(|(_, e)| e.status == StatusCode::PARTIAL_CONTENT)
+                        .map(|(_, e)| Arc::clone(e))
+                })
+            })
+            .flatten();
         let sink = StoreFill {
+            combine,
             shared: Arc::clone(shared),
             template,
             primary: self.origin.primary.clone(),
@@ -307,6 +326,10 @@ impl<St: Store> Exchange<St> {
         if self.origin.shared.config.policy.strip_set_cookie {
             headers.remove(header::SET_COOKIE);
         }
+        if self.origin.shared.config.ranges && head.status == StatusCode::OK {
+            // The cache answers ranges from a complete stored response itself.
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
         let template = Template {
             status: head.status,
             headers,
@@ -325,6 +348,26 @@ impl<St: Store> Exchange<St> {
         };
         (store_key, template)
     }
+}
+
+/// Whether a response may be stored (RFC 9111 §3). A single-part `206` with a known complete length (RFC 9111
+/// §3.3) is judged as its `200` would be, while ranges are on; a `206` is otherwise never stored.
+fn decide(
+    facts: &RequestFacts,
+    head: &response::Parts,
+    config: &crate::layer::Config,
+    response_time: SystemTime,
+) -> Result<Storable, storability::NotStored> {
+    if head.status == StatusCode::PARTIAL_CONTENT
+        && config.ranges
+        && super::range::part(&head.headers).is_some()
+    {
+        let mut whole = Response::new(()).into_parts().0;
+        whole.version = head.version;
+        whole.headers = head.headers.clone();
+        return storability::decide(facts, &whole, &config.policy, response_time);
+    }
+    storability::decide(facts, head, &config.policy, response_time)
 }
 
 /// A response the plan stores: the key it coalesces on, the client's request head, its tags and when it came.

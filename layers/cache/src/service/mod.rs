@@ -14,6 +14,9 @@ mod forward;
 mod invalidate;
 mod lookup;
 mod plan;
+// The range logic is its own module of the crate; declared here until `lib.rs` lists it.
+#[path = "../range.rs"]
+pub(crate) mod range;
 mod revalidate;
 
 use crate::{
@@ -29,7 +32,7 @@ use crate::{
     vary,
 };
 use bytes::Buf;
-use http::{Method, Request, Response, StatusCode, header, request::Parts};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header, request::Parts};
 use http_body::Body;
 use std::{
     fmt,
@@ -150,7 +153,11 @@ fn hit_now<St: Store, B>(
         StoredValue::Pass { .. } => return None,
     };
     let now = shared.clock.now();
-    if entry.no_cache || !entry.is_fresh(now) || !allowed(&shared.config, parts, &entry) {
+    if entry.no_cache
+        || !entry.is_fresh(now)
+        || !allowed(&shared.config, parts, &entry)
+        || !answers(&shared.config, parts, &entry)
+    {
         return None;
     }
     shared.counters.count(Count::Hit);
@@ -173,6 +180,20 @@ fn allowed(config: &Config, parts: &Parts, entry: &Entry) -> bool {
     let authorization = parts.headers.contains_key(header::AUTHORIZATION);
     let cookie = config.policy.cookie_bypass && parts.headers.contains_key(header::COOKIE);
     (!authorization || entry.shared_with_authorization) && (!cookie || entry.public)
+}
+
+/// Whether a stored entry can answer this request at all: a stored `206` part only a range wholly inside it
+/// (RFC 9111 §3.3), and only while ranges are on; anything else, always.
+fn answers(config: &Config, parts: &Parts, entry: &Entry) -> bool {
+    entry.status != StatusCode::PARTIAL_CONTENT
+        || (config.ranges
+            && range::serve(
+                &parts.method,
+                &parts.headers,
+                entry.status,
+                &entry.headers,
+                entry.body.len(),
+            ) != range::Serve::Elsewhere)
 }
 
 /// The general path: plans the request (on the request's Redis deadline) and carries the plan out.
@@ -216,7 +237,7 @@ where
         Plan::OnlyIfCached => {
             shared.counters.count(Count::Miss);
             describe(timing.as_ref(), Mark::OnlyIfCached);
-            Ok(only_if_cached(&shared.config))
+            Ok(gateway_timeout(&shared.config, Mark::OnlyIfCached))
         }
         Plan::WhileRevalidate { entry, key, leader } => {
             shared.counters.count(Count::Stale);
@@ -254,14 +275,15 @@ where
     }
 }
 
-/// `only-if-cached` and nothing stored fits: a `504` made by the cache (RFC 9111 §5.2.1.7).
-fn only_if_cached<B>(config: &Config) -> Response<CacheBody<B>> {
+/// A `504` made by the cache: `only-if-cached` and nothing stored fits (RFC 9111 §5.2.1.7), or the origin could
+/// not be reached and the stored response must be validated (§4.2.4).
+fn gateway_timeout<B>(config: &Config, mark: Mark) -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     status::mark(
         response.headers_mut(),
         &config.status_name,
-        Mark::OnlyIfCached,
+        mark,
         config.x_cache,
     );
     response
@@ -289,15 +311,35 @@ fn stored_response<St, B>(
         *response.headers_mut() = conditional::headers_for_304(&entry.headers);
         response
     } else {
-        let body = if request.method == Method::HEAD {
-            CacheBody::empty()
+        // One header lookup on a plain hit; a stored part is always cut to the range asked.
+        let ranged = entry.status == StatusCode::PARTIAL_CONTENT
+            || (shared.config.ranges && request.headers.contains_key(header::RANGE));
+        let serve = if ranged {
+            range::serve(
+                &request.method,
+                &request.headers,
+                entry.status,
+                &entry.headers,
+                entry.body.len(),
+            )
         } else {
-            CacheBody::cached(entry.body.clone(), entry.trailers.clone())
+            range::Serve::Whole
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = entry.status;
-        *response.headers_mut() = entry.headers.clone();
-        response
+        match serve {
+            range::Serve::Range(part) => partial_response(entry, part),
+            range::Serve::Unsatisfiable { complete } => unsatisfiable_response(entry, complete),
+            range::Serve::Whole | range::Serve::Elsewhere => {
+                let body = if request.method == Method::HEAD {
+                    CacheBody::empty()
+                } else {
+                    CacheBody::cached(entry.body.clone(), entry.trailers.clone())
+                };
+                let mut response = Response::new(body);
+                *response.status_mut() = entry.status;
+                *response.headers_mut() = entry.headers.clone();
+                response
+            }
+        }
     };
     let headers = response.headers_mut();
     status::set_age(headers, entry.age(now).as_secs());
@@ -307,5 +349,38 @@ fn stored_response<St, B>(
         mark,
         shared.config.x_cache,
     );
+    response
+}
+
+/// `206 Partial Content` with `part` of a stored response (RFC 9110 §15.3.7): its headers, the part's
+/// `Content-Range` and `Content-Length`, no trailers.
+fn partial_response<B>(entry: &Entry, part: range::Part) -> Response<CacheBody<B>> {
+    let held_first = if entry.status == StatusCode::PARTIAL_CONTENT {
+        range::part(&entry.headers).map_or(0, |held| held.first)
+    } else {
+        0
+    };
+    let body = range::slice(&entry.body, held_first, part);
+    let mut headers = entry.headers.clone();
+    headers.insert(header::CONTENT_RANGE, range::content_range(part));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut response = Response::new(CacheBody::cached(body, None));
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// `416 Range Not Satisfiable` for a stored representation of `complete` bytes (RFC 9110 §15.5.17): no content,
+/// `Content-Range: bytes */complete`, the stored response's other headers.
+fn unsatisfiable_response<B>(entry: &Entry, complete: u64) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::empty());
+    let mut headers = entry.headers.clone();
+    for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+        headers.remove(name);
+    }
+    headers.insert(header::CONTENT_RANGE, range::unsatisfied_range(complete));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    *response.headers_mut() = headers;
     response
 }

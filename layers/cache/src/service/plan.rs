@@ -2,7 +2,7 @@
 //! the request to the origin (coalesced with concurrent misses here and, through store leases, on other servers).
 
 use super::{
-    allowed,
+    allowed, answers,
     lookup::{Lookup, Usable, lookup, usable, vary_matches},
 };
 use crate::{
@@ -93,6 +93,9 @@ pub(super) struct Forward {
     /// The stored entry this request refreshes, and its key: validated with a conditional request, served when
     /// the refresh fails within `stale-if-error`, compared with a `HEAD` response's validators.
     pub(super) stale: Option<(String, Arc<Entry>)>,
+    /// The stored `206` part that could not answer this range request: a new part with the same strong validator
+    /// is combined with it (RFC 9111 §3.4).
+    pub(super) partial: Option<Arc<Entry>>,
 }
 
 impl Forward {
@@ -103,6 +106,7 @@ impl Forward {
             detail: None,
             count: Some(count),
             stale: None,
+            partial: None,
         }
     }
 }
@@ -143,6 +147,7 @@ struct Miss {
     fwd: &'static str,
     pass: bool,
     stale: Option<(String, Arc<Entry>)>,
+    partial: Option<Arc<Entry>>,
 }
 
 pub(super) async fn plan<St: Store>(
@@ -193,6 +198,18 @@ impl<St: Store> Ask<'_, St> {
     async fn look(&self, now: SystemTime) -> Result<Plan, Miss> {
         let (config, directives) = (&self.shared.config, self.directives);
         let miss = match lookup(self.shared, self.primary, &self.parts.headers).await {
+            Lookup::Found { key, entry }
+                if allowed(config, self.parts, &entry) && !answers(config, self.parts, &entry) =>
+            {
+                // A stored part that does not hold the range asked (RFC 9211 `fwd=partial`).
+                Miss {
+                    key,
+                    fwd: "partial",
+                    pass: false,
+                    stale: None,
+                    partial: Some(entry),
+                }
+            }
             Lookup::Found { key, entry } if allowed(config, self.parts, &entry) => {
                 match usable(config, &entry, directives, now) {
                     Usable::Fresh => return Ok(Plan::hit(entry, now)),
@@ -211,6 +228,7 @@ impl<St: Store> Ask<'_, St> {
                         key,
                         fwd,
                         pass: false,
+                        partial: None,
                     },
                 }
             }
@@ -232,6 +250,7 @@ impl<St: Store> Ask<'_, St> {
                 fwd,
                 pass,
                 stale: None,
+                partial: None,
             },
         };
         if directives.only_if_cached {
@@ -256,6 +275,7 @@ impl<St: Store> Ask<'_, St> {
                 store: StoreTo::alone(miss.key.clone()),
                 detail: self.personal,
                 stale,
+                partial: miss.partial.clone(),
                 ..Forward::new("bypass", Count::Bypass)
             }));
         }
@@ -264,10 +284,13 @@ impl<St: Store> Ask<'_, St> {
         }
         // A client's own precondition on a miss goes to the origin as it is; its 304 is for it alone.
         let conditional_miss = stale.is_none() && conditional::is_conditional(&self.parts.headers);
-        if !self.shared.config.coalesce || rounds >= MAX_ROUNDS || conditional_miss {
+        // A range request's answer (a part) is no answer for the requests that would wait on it.
+        let ranged = self.shared.config.ranges && self.parts.headers.contains_key(header::RANGE);
+        if !self.shared.config.coalesce || rounds >= MAX_ROUNDS || conditional_miss || ranged {
             return Some(Plan::Forward(Forward {
                 store: StoreTo::alone(miss.key.clone()),
                 stale,
+                partial: miss.partial.clone(),
                 ..Forward::new(miss.fwd, Count::Miss)
             }));
         }
@@ -278,12 +301,17 @@ impl<St: Store> Ask<'_, St> {
     /// another server.
     async fn lead(&self, mut leader: Leader, miss: Miss, now: SystemTime) -> Plan {
         let Miss {
-            key, fwd, stale, ..
+            key,
+            fwd,
+            stale,
+            partial,
+            ..
         } = miss;
         let (shared, config) = (self.shared, &self.shared.config);
         // Another leader may have stored or refreshed the entry between our lookup and our join.
         if let Lookup::Found { entry, .. } = lookup(shared, self.primary, &self.parts.headers).await
             && allowed(config, self.parts, &entry)
+            && answers(config, self.parts, &entry)
             && usable(config, &entry, self.directives, now) == Usable::Fresh
             && !stale.as_ref().is_some_and(|(_, s)| Arc::ptr_eq(s, &entry))
         {
@@ -312,6 +340,7 @@ impl<St: Store> Ask<'_, St> {
                 leader: Some(leader),
             }),
             stale,
+            partial,
             ..Forward::new(fwd, Count::Miss)
         })
     }
@@ -322,12 +351,14 @@ impl<St: Store> Ask<'_, St> {
         let headers = &self.parts.headers;
         match waiter.outcome().await {
             Outcome::Filled(entry)
-                if vary_matches(&entry, headers, &self.shared.config.key.vary) =>
+                if vary_matches(&entry, headers, &self.shared.config.key.vary)
+                    && answers(&self.shared.config, self.parts, &entry) =>
             {
                 Some(Plan::collapsed(entry, fwd))
             }
             Outcome::Stale(entry)
-                if vary_matches(&entry, headers, &self.shared.config.key.vary) =>
+                if vary_matches(&entry, headers, &self.shared.config.key.vary)
+                    && answers(&self.shared.config, self.parts, &entry) =>
             {
                 let now = self.shared.clock.now();
                 Some(Plan::stale(entry, StaleWhy::IfError, now))
@@ -392,6 +423,7 @@ impl<St: Store> Ask<'_, St> {
         match lookup(self.shared, self.primary, &self.parts.headers).await {
             Lookup::Found { entry, .. }
                 if allowed(config, self.parts, &entry)
+                    && answers(config, self.parts, &entry)
                     && usable(config, &entry, self.directives, now) == Usable::Fresh =>
             {
                 Some(Remote::Found(entry))

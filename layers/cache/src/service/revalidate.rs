@@ -4,6 +4,7 @@
 use super::{
     describe,
     forward::{Exchange, Origin, forward},
+    gateway_timeout,
     plan::{Forward, StoreTo},
     stored_response,
 };
@@ -71,6 +72,7 @@ pub(super) fn in_background<S, St, ReqB, ResB>(
         detail: None,
         count: None,
         stale: Some((key, entry)),
+        partial: None,
     };
     runtime.spawn(async move {
         // A request of its own, on a deadline of its own.
@@ -92,31 +94,40 @@ pub(super) fn is_error_status(status: StatusCode) -> bool {
 }
 
 impl<St: Store> Exchange<St> {
-    /// The stale entry that may answer a failed refresh (RFC 5861 `stale-if-error`), if any.
-    fn stale_if_error(&self) -> Option<Arc<Entry>> {
+    /// The stale entry that may answer a failed refresh, if any, and why: within `stale-if-error` (RFC 5861),
+    /// else, when the origin could not be reached at all (`disconnected`), within the cache's
+    /// `stale_if_disconnected` (RFC 9111 §4.2.4) for a stored response that is itself stale and does not forbid it.
+    fn stale_answer(&self, disconnected: bool) -> Option<(Arc<Entry>, StaleWhy)> {
         let (_, entry) = self.stale.as_ref()?;
         let shared = &self.origin.shared;
-        let staleness = entry
-            .staleness(shared.clock.now())
-            .unwrap_or(Duration::ZERO);
-        (!self.head_only && staleness < shared.config.stale_if_error(entry))
-            .then(|| Arc::clone(entry))
+        let staleness = entry.staleness(shared.clock.now());
+        let past = staleness.unwrap_or(Duration::ZERO);
+        if !self.head_only && past < shared.config.stale_if_error(entry) {
+            return Some((Arc::clone(entry), StaleWhy::IfError));
+        }
+        // Only a stored response that is stale by its own freshness; a request's own `no-cache`, `max-age` or
+        // `min-fresh` is never answered with a response it refused.
+        (disconnected
+            && self.fwd == "stale"
+            && staleness.is_some()
+            && past < shared.config.stale_if_disconnected(entry))
+        .then(|| (Arc::clone(entry), StaleWhy::Disconnected))
     }
 
     /// Answers a failed refresh (an inner error, or `fwd_status`) from the stale entry, when `stale-if-error`
-    /// allows.
+    /// allows, or (for an inner error: the origin could not be reached) the disconnected window does.
     pub(super) fn answer_stale<B>(
         &mut self,
         fwd_status: Option<StatusCode>,
     ) -> Option<Response<CacheBody<B>>> {
-        let entry = self.stale_if_error()?;
+        let (entry, why) = self.stale_answer(fwd_status.is_none())?;
         self.client.as_ref()?;
         self.finish(Outcome::Stale(Arc::clone(&entry)));
         self.counted(Some(Count::Stale));
         let now = self.origin.shared.clock.now();
         let mark = Mark::Stale {
             ttl: entry.ttl_secs(now),
-            why: StaleWhy::IfError,
+            why,
             fwd_status,
         };
         describe(self.origin.timing.as_ref(), mark);
@@ -127,6 +138,24 @@ impl<St: Store> Exchange<St> {
             client,
             mark,
             now,
+        ))
+    }
+
+    /// The origin could not be reached and the stored response forbids serving it stale (`must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage`, `no-cache`): the client gets a `504` made by the cache (RFC 9111 §4.2.4,
+    /// §5.2.2.2) instead of the origin's error. `None` when no such stored response applies.
+    pub(super) fn must_revalidate_504<B>(&mut self) -> Option<Response<CacheBody<B>>> {
+        let (_, entry) = self.stale.as_ref()?;
+        if self.fwd != "stale" || !(entry.must_revalidate || entry.no_cache) {
+            return None;
+        }
+        self.client.as_ref()?;
+        self.finish(Outcome::Failed);
+        self.counted(Some(Count::Miss));
+        describe(self.origin.timing.as_ref(), Mark::Disconnected);
+        Some(gateway_timeout(
+            &self.origin.shared.config,
+            Mark::Disconnected,
         ))
     }
 
@@ -189,7 +218,7 @@ impl<St: Store> Exchange<St> {
 
 /// The stored entry updated with a `304`'s headers (RFC 9111 §4.3.4): new headers, freshness and age; the body,
 /// `Vary` values and tags stay. `Err` carries the updated entry when its new headers forbid storing.
-fn refresh<St>(
+pub(super) fn refresh<St>(
     shared: &Shared<St>,
     entry: &Entry,
     not_modified: &HeaderMap,
