@@ -358,10 +358,14 @@ fn decide(
     config: &crate::layer::Config,
     response_time: SystemTime,
 ) -> Result<Storable, storability::NotStored> {
-    if head.status == StatusCode::PARTIAL_CONTENT
-        && config.ranges
-        && super::range::part(&head.headers).is_some()
-    {
+    if head.status == StatusCode::PARTIAL_CONTENT {
+        if !config.ranges || super::range::part(&head.headers).is_none() {
+            // The answer to this request's range, not to the URL: no hit-for-pass.
+            return Err(storability::NotStored {
+                reason: "status",
+                intrinsic: false,
+            });
+        }
         let mut whole = Response::new(()).into_parts().0;
         whole.version = head.version;
         whole.headers = head.headers.clone();

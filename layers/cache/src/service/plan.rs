@@ -285,7 +285,7 @@ impl<St: Store> Ask<'_, St> {
         // A client's own precondition on a miss goes to the origin as it is; its 304 is for it alone.
         let conditional_miss = stale.is_none() && conditional::is_conditional(&self.parts.headers);
         // A range request's answer (a part) is no answer for the requests that would wait on it.
-        let ranged = self.shared.config.ranges && self.parts.headers.contains_key(header::RANGE);
+        let ranged = self.parts.headers.contains_key(header::RANGE);
         if !self.shared.config.coalesce || rounds >= MAX_ROUNDS || conditional_miss || ranged {
             return Some(Plan::Forward(Forward {
                 store: StoreTo::alone(miss.key.clone()),
