@@ -297,6 +297,31 @@ struct Step {
     origin_calls: usize,
 }
 
+/// A range request the origin answers with a `206` of `headers` and `body`; `fwd` is `uri-miss` or `partial`.
+fn origin_part(
+    range: &'static str,
+    headers: Headers,
+    body: &'static str,
+    fwd: &'static str,
+    origin_calls: usize,
+) -> Step {
+    let cache_status = if fwd == "uri-miss" {
+        "tower-kit; fwd=uri-miss; fwd-status=206"
+    } else {
+        "tower-kit; fwd=partial; fwd-status=206"
+    };
+    // Test data that lives as long as the test run.
+    let range: Headers = Box::leak(Box::new([("range", range)]));
+    Step {
+        status: 206,
+        body,
+        x_cache: "MISS",
+        cache_status,
+        origin_calls,
+        ..step(range, Reply::Answer(206, headers, body))
+    }
+}
+
 /// A `GET /r` with `headers`; the origin gives `reply` if asked.
 const fn step(headers: Headers, reply: Reply) -> Step {
     Step {
@@ -406,17 +431,7 @@ fn scripts() -> Vec<Script> {
                     ..step(&[("range", "bytes=10-")], Reply::Unasked)
                 },
                 // Not wholly inside the stored part: to the origin (RFC 9211 `fwd=partial`).
-                Step {
-                    status: 206,
-                    body: "34567",
-                    x_cache: "MISS",
-                    cache_status: "tower-kit; fwd=partial; fwd-status=206",
-                    origin_calls: 2,
-                    ..step(
-                        &[("range", "bytes=3-7")],
-                        Reply::Answer(206, PART_3_7, "34567"),
-                    )
-                },
+                origin_part("bytes=3-7", PART_3_7, "34567", "partial", 2),
                 // The two parts were combined (same strong ETag, overlapping): 0-7 is stored.
                 Step {
                     status: 206,
@@ -453,28 +468,8 @@ fn scripts() -> Vec<Script> {
             name: "RFC 9111 §3.4: parts combined into the whole representation are stored as a 200 with the new part's headers",
             configure: |b| b,
             steps: vec![
-                Step {
-                    status: 206,
-                    body: "01234",
-                    x_cache: "MISS",
-                    cache_status: "tower-kit; fwd=uri-miss; fwd-status=206",
-                    origin_calls: 1,
-                    ..step(
-                        &[("range", "bytes=0-4")],
-                        Reply::Answer(206, PART_0_4, "01234"),
-                    )
-                },
-                Step {
-                    status: 206,
-                    body: "56789",
-                    x_cache: "MISS",
-                    cache_status: "tower-kit; fwd=partial; fwd-status=206",
-                    origin_calls: 2,
-                    ..step(
-                        &[("range", "bytes=5-9")],
-                        Reply::Answer(206, PART_5_9, "56789"),
-                    )
-                },
+                origin_part("bytes=0-4", PART_0_4, "01234", "uri-miss", 1),
+                origin_part("bytes=5-9", PART_5_9, "56789", "partial", 2),
                 Step {
                     body: "0123456789",
                     expect: &[
@@ -494,17 +489,7 @@ fn scripts() -> Vec<Script> {
             name: "RFC 9111 §3.4: a part with another strong ETag replaces the stored part",
             configure: |b| b,
             steps: vec![
-                Step {
-                    status: 206,
-                    body: "01234",
-                    x_cache: "MISS",
-                    cache_status: "tower-kit; fwd=uri-miss; fwd-status=206",
-                    origin_calls: 1,
-                    ..step(
-                        &[("range", "bytes=0-4")],
-                        Reply::Answer(206, PART_0_4, "01234"),
-                    )
-                },
+                origin_part("bytes=0-4", PART_0_4, "01234", "uri-miss", 1),
                 Step {
                     status: 206,
                     body: "abcde",
@@ -533,17 +518,7 @@ fn scripts() -> Vec<Script> {
                     origin_calls: 2,
                     ..step(&[("range", "bytes=7-8")], Reply::Unasked)
                 },
-                Step {
-                    status: 206,
-                    body: "01234",
-                    x_cache: "MISS",
-                    cache_status: "tower-kit; fwd=partial; fwd-status=206",
-                    origin_calls: 3,
-                    ..step(
-                        &[("range", "bytes=0-4")],
-                        Reply::Answer(206, PART_0_4, "01234"),
-                    )
-                },
+                origin_part("bytes=0-4", PART_0_4, "01234", "partial", 3),
             ],
         },
         Script {
