@@ -46,6 +46,9 @@ pub struct CacheLayerBuilder<St> {
     lease_ttl: Duration,
     ranges: bool,
     stale_if_disconnected: Duration,
+    any_status: bool,
+    targeted_cache_control: Vec<HeaderName>,
+    strip_targeted_cache_control: bool,
     clock: Arc<dyn WallClock>,
 }
 
@@ -61,6 +64,9 @@ impl<St> fmt::Debug for CacheLayerBuilder<St> {
 }
 
 const MIB: u64 = 1 << 20;
+
+/// The targeted field RFC 9213 §3 defines for CDN caches, and every shared cache in front of an origin.
+const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 impl CacheLayerBuilder<MokaStore> {
     pub(crate) fn new() -> Self {
@@ -96,6 +102,9 @@ impl CacheLayerBuilder<MokaStore> {
             lease_ttl: Duration::from_secs(5),
             ranges: true,
             stale_if_disconnected: Duration::from_secs(3600),
+            any_status: true,
+            targeted_cache_control: vec![CDN_CACHE_CONTROL],
+            strip_targeted_cache_control: false,
             clock: Arc::new(SystemWallClock),
         }
     }
@@ -139,6 +148,9 @@ impl<St: Store> CacheLayerBuilder<St> {
             lease_ttl: self.lease_ttl,
             ranges: self.ranges,
             stale_if_disconnected: self.stale_if_disconnected,
+            any_status: self.any_status,
+            targeted_cache_control: self.targeted_cache_control,
+            strip_targeted_cache_control: self.strip_targeted_cache_control,
             clock: self.clock,
         }
     }
@@ -335,6 +347,46 @@ impl<St: Store> CacheLayerBuilder<St> {
         self
     }
 
+    /// Store a response of any final status (RFC 9111 §3; default on): a `400`, `404`, `410`, `500`–`504`, or an
+    /// unregistered code such as `299`, `499` or `599`, is stored when it has explicit freshness (`max-age`,
+    /// `s-maxage`, `Expires`) or says `public`, unless it says `must-understand` and its status is not one RFC
+    /// 9110 defines. Heuristic freshness and default TTLs apply only to the statuses RFC 9110 §15.1 calls
+    /// heuristically cacheable (200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501), or to `public`
+    /// responses. A response whose status is not heuristically cacheable is never served stale: once its freshness
+    /// is over it is validated or fetched again (no `stale-while-revalidate`, `stale-if-error`, `max-stale`, nor a
+    /// stale answer for an unreachable origin).
+    ///
+    /// Off: only 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 451 and 501 are stored.
+    /// Informational (`1xx`), `206` and `304` responses are never stored as responses either way.
+    pub fn store_any_status(mut self, on: bool) -> Self {
+        self.any_status = on;
+        self
+    }
+
+    /// The targeted cache-control fields this cache obeys (RFC 9213), in precedence order (default
+    /// `[CDN-Cache-Control]`; an empty list turns targeted cache control off). The first of them that a response
+    /// carries with a valid, non-empty Structured Field dictionary replaces both `Cache-Control` and `Expires` for
+    /// this cache's own storage and freshness decisions (`max-age`, `s-maxage`, `no-store`, `no-cache`, `private`,
+    /// `public`, `must-revalidate`, `proxy-revalidate`, `must-understand`, `stale-while-revalidate`,
+    /// `stale-if-error`). A field with a syntax error is ignored as a whole, as if absent. Clients still get
+    /// `Cache-Control` unchanged. Put a deployment's own field first to give it precedence:
+    /// `[HeaderName::from_static("acme-cache-control"), HeaderName::from_static("cdn-cache-control")]`.
+    ///
+    /// [`build`](Self::build) refuses `Cache-Control`, `Expires` and a name listed twice.
+    pub fn targeted_cache_control(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.targeted_cache_control = names.into_iter().collect();
+        self
+    }
+
+    /// Remove this cache's targeted cache-control fields (those of
+    /// [`targeted_cache_control`](Self::targeted_cache_control)) from the responses it sends (default off: they
+    /// are forwarded, for the caches further downstream that RFC 9213 lets use them too). The stored response keeps
+    /// them, so that a later `304` is judged by the same rules.
+    pub fn strip_targeted_cache_control(mut self, on: bool) -> Self {
+        self.strip_targeted_cache_control = on;
+        self
+    }
+
     /// The wall clock for freshness and `Age` (default the system clock; [`ManualWallClock`](crate::ManualWallClock) in
     /// tests).
     pub fn clock(mut self, clock: impl WallClock) -> Self {
@@ -427,6 +479,19 @@ impl<St: Store> CacheLayerBuilder<St> {
                 ));
             }
         }
+        for (i, name) in self.targeted_cache_control.iter().enumerate() {
+            let why = if *name == http::header::CACHE_CONTROL || *name == http::header::EXPIRES {
+                "must be a field of its own, not Cache-Control or Expires"
+            } else if self.targeted_cache_control[..i].contains(name) {
+                "must not name a field twice"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::new(
+                "targeted_cache_control",
+                format!("{why} (got {name})"),
+            ));
+        }
         if !token(&self.status_name) {
             return Err(ConfigError::new(
                 "cache_status_name",
@@ -472,6 +537,8 @@ impl<St: Store> CacheLayerBuilder<St> {
                 strip_set_cookie: self.strip_set_cookie,
                 heuristic: self.heuristic,
                 heuristic_max: Duration::from_secs(86_400),
+                any_status: self.any_status,
+                targeted: self.targeted_cache_control.clone(),
             },
             max_entry_size: self.max_entry_size,
             hit_for_pass: self.hit_for_pass,
@@ -489,6 +556,11 @@ impl<St: Store> CacheLayerBuilder<St> {
             lease_ttl: self.lease_ttl,
             ranges: self.ranges,
             stale_if_disconnected: self.stale_if_disconnected,
+            strip_targeted: if self.strip_targeted_cache_control {
+                self.targeted_cache_control
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -542,6 +614,26 @@ mod tests {
         assert_eq!(
             field(CacheLayer::builder().keep_stale(Duration::MAX)),
             "keep_stale"
+        );
+        let cdn = || HeaderName::from_static("cdn-cache-control");
+        assert_eq!(
+            field(CacheLayer::builder().targeted_cache_control([http::header::CACHE_CONTROL])),
+            "targeted_cache_control"
+        );
+        assert_eq!(
+            field(CacheLayer::builder().targeted_cache_control([cdn(), http::header::EXPIRES])),
+            "targeted_cache_control"
+        );
+        let e = CacheLayer::builder()
+            .targeted_cache_control([cdn(), cdn()])
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("cdn-cache-control"), "{e}");
+        assert!(
+            CacheLayer::builder()
+                .targeted_cache_control([])
+                .build()
+                .is_ok()
         );
         let e = CacheLayer::builder().max_entry_size(0).build().unwrap_err();
         assert!(e.to_string().contains("got 0"), "{e}");

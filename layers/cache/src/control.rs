@@ -12,6 +12,8 @@ pub(crate) struct ResponseDirectives {
     pub(crate) public: bool,
     pub(crate) must_revalidate: bool,
     pub(crate) proxy_revalidate: bool,
+    /// RFC 9111 §5.2.2.3: store only when the cache understands the status code; `no-store` is then ignored.
+    pub(crate) must_understand: bool,
     pub(crate) max_age: Option<Duration>,
     pub(crate) s_maxage: Option<Duration>,
     /// RFC 5861; parsed now, acted on by stale serving.
@@ -26,28 +28,33 @@ impl ResponseDirectives {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut out = Self::default();
         for (name, value) in directives(headers) {
-            match name.as_str() {
-                "no-store" => out.no_store = true,
-                // `no-cache="field"` is treated like `no-cache`: conservative, never wrong.
-                "no-cache" => out.no_cache = true,
-                "private" => out.private = true,
-                "public" => out.public = true,
-                "must-revalidate" => out.must_revalidate = true,
-                "proxy-revalidate" => out.proxy_revalidate = true,
-                "max-age" => seconds(value, &mut out.max_age, &mut out.invalid_freshness),
-                "s-maxage" => seconds(value, &mut out.s_maxage, &mut out.invalid_freshness),
-                "stale-while-revalidate" => {
-                    let mut ignored = false;
-                    seconds(value, &mut out.stale_while_revalidate, &mut ignored)
-                }
-                "stale-if-error" => {
-                    let mut ignored = false;
-                    seconds(value, &mut out.stale_if_error, &mut ignored)
-                }
-                _ => {}
-            }
+            out.set(&name, true, value.and_then(delta_seconds));
         }
         out
+    }
+
+    /// Sets one directive from `Cache-Control` or a targeted field (RFC 9213). `on` false turns a flag off (a
+    /// Structured Field `?0`); `seconds` is the value of a delta-seconds directive, `None` when it has none that
+    /// reads. Unknown directives are ignored.
+    pub(crate) fn set(&mut self, name: &str, on: bool, seconds: Option<Duration>) {
+        let mut ignored = false;
+        match name {
+            "no-store" => self.no_store = on,
+            // `no-cache="field"` is treated like `no-cache`: conservative, never wrong.
+            "no-cache" => self.no_cache = on,
+            "private" => self.private = on,
+            "public" => self.public = on,
+            "must-revalidate" => self.must_revalidate = on,
+            "proxy-revalidate" => self.proxy_revalidate = on,
+            "must-understand" => self.must_understand = on,
+            "max-age" => read_seconds(seconds, &mut self.max_age, &mut self.invalid_freshness),
+            "s-maxage" => read_seconds(seconds, &mut self.s_maxage, &mut self.invalid_freshness),
+            "stale-while-revalidate" => {
+                read_seconds(seconds, &mut self.stale_while_revalidate, &mut ignored)
+            }
+            "stale-if-error" => read_seconds(seconds, &mut self.stale_if_error, &mut ignored),
+            _ => {}
+        }
     }
 }
 
@@ -171,17 +178,24 @@ pub(crate) fn split_list(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Delta-seconds (RFC 9111 §1.2.2): digits only; values too large saturate at 2^31 seconds.
+/// Delta-seconds (RFC 9111 §1.2.2): digits only (no sign, no fraction); values of 2^31 or more count as 2^31
+/// seconds. `None` for anything else.
+pub(crate) fn delta_seconds(text: &str) -> Option<Duration> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31)))
+}
+
+/// A directive's delta-seconds value into `out`, or `invalid` set when it has none that reads.
 fn seconds(value: Option<&str>, out: &mut Option<Duration>, invalid: &mut bool) {
+    read_seconds(value.and_then(delta_seconds), out, invalid);
+}
+
+/// A repeated directive keeps its smallest value: RFC 9111 §4.2.1 lets a cache treat conflicting duplicates as
+/// stale, and the smallest is never less safe.
+fn read_seconds(value: Option<Duration>, out: &mut Option<Duration>, invalid: &mut bool) {
     match value {
-        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
-            let secs = v.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31);
-            // The first occurrence wins when a directive is repeated with different values? RFC 9111 §4.2.1 says
-            // a cache may treat conflicting duplicates as stale; take the smallest, which is never less safe.
-            let d = Duration::from_secs(secs);
-            *out = Some(out.map_or(d, |prev| prev.min(d)));
-        }
-        _ => *invalid = true,
+        Some(d) => *out = Some(out.map_or(d, |prev| prev.min(d))),
+        None => *invalid = true,
     }
 }
 
@@ -210,7 +224,8 @@ mod tests {
         let d = cc(&["stale-while-revalidate=5, stale-if-error=60, must-revalidate"]);
         assert_eq!(d.stale_while_revalidate, Some(Duration::from_secs(5)));
         assert_eq!(d.stale_if_error, Some(Duration::from_secs(60)));
-        assert!(d.must_revalidate);
+        assert!(d.must_revalidate && !d.must_understand);
+        assert!(cc(&["must-understand, no-store"]).must_understand);
     }
 
     #[test]

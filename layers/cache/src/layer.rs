@@ -11,7 +11,7 @@ use crate::{
     storability::StorePolicy,
     store::{MokaStore, Store},
 };
-use http::{HeaderName, Uri, request::Parts, response};
+use http::{HeaderMap, HeaderName, Uri, request::Parts, response};
 use std::{
     fmt,
     sync::{Arc, atomic::AtomicU64},
@@ -77,6 +77,13 @@ pub(crate) struct Config {
     pub(crate) ranges: bool,
     /// How long past freshness a response may answer when the origin cannot be reached (RFC 9111 §4.2.4).
     pub(crate) stale_if_disconnected: Duration,
+    /// The targeted cache-control fields removed from responses to clients (empty: none; RFC 9213 lets a cache
+    /// remove the fields aimed at it).
+    #[allow(
+        dead_code,
+        reason = "read by strip_targeted, which the response paths in service/ call"
+    )]
+    pub(crate) strip_targeted: Vec<HeaderName>,
 }
 
 impl Config {
@@ -119,6 +126,18 @@ impl Config {
             return Duration::ZERO;
         }
         self.stale_if_disconnected
+    }
+
+    /// Removes this cache's own targeted cache-control fields from a response to a client, when configured
+    /// (`strip_targeted_cache_control`). Nothing to do, and nothing looked at, by default.
+    #[allow(
+        dead_code,
+        reason = "called by the response paths in service/ (stored and forwarded responses)"
+    )]
+    pub(crate) fn strip_targeted(&self, headers: &mut HeaderMap) {
+        for name in &self.strip_targeted {
+            headers.remove(name);
+        }
     }
 
     pub(crate) fn default_ttl(&self, parts: &Parts) -> Option<Duration> {

@@ -8,6 +8,12 @@
 //!   only with a validator, validated before every use; heuristic freshness and per-route default TTLs only when
 //!   configured. Freshness and `Age` (RFC 9111 §4.2.3, with the origin's `Date` and `Age`) come from timestamps in
 //!   each entry and the cache's own [`WallClock`] (core's); a store's expiry is only garbage collection.
+//! - **Any final status** (RFC 9111 §3): a `404`, `410`, `500`–`504` or an unregistered `599` is stored when it
+//!   carries explicit freshness or `public`, unless `must-understand` is present and the status is not one the
+//!   cache knows; heuristic and default freshness only for the statuses RFC 9110 §15.1 calls heuristically
+//!   cacheable (or `public` ones). Informational (`1xx`) responses are never stored.
+//! - **Targeted cache control** (RFC 9213): a valid `CDN-Cache-Control` (or fields of your own, in precedence
+//!   order) replaces `Cache-Control` and `Expires` for this cache's decisions; clients still get `Cache-Control`.
 //! - **Conditional requests**: `If-None-Match` (weak comparison) and `If-Modified-Since` are answered `304` from a
 //!   fresh entry. Stale and `no-cache` entries with an `ETag` or `Last-Modified` are validated with a conditional
 //!   request; an origin `304` refreshes the stored headers and freshness.
@@ -107,6 +113,7 @@ mod stats;
 mod status;
 mod storability;
 pub mod store;
+mod targeted;
 mod vary;
 
 pub use body::CacheBody;

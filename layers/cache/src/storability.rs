@@ -1,6 +1,10 @@
 //! Whether a response may be stored (RFC 9111 §3), for how long (§4.2.1), and how old it already is (§4.2.3).
 
-use crate::{control::ResponseDirectives, vary::Vary};
+use crate::{
+    control::{self, ResponseDirectives},
+    targeted,
+    vary::Vary,
+};
 use http::{HeaderMap, HeaderName, Method, StatusCode, header, response};
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +18,11 @@ pub(crate) struct StorePolicy {
     /// Heuristic freshness: this fraction of the time since `Last-Modified`, at most `heuristic_max`.
     pub(crate) heuristic: Option<f32>,
     pub(crate) heuristic_max: Duration,
+    /// Any final status may be stored with explicit freshness or `public` (RFC 9111 §3); off: only the statuses
+    /// of [`understood_by_default`].
+    pub(crate) any_status: bool,
+    /// Targeted cache-control fields (RFC 9213) in precedence order; empty: none.
+    pub(crate) targeted: Vec<HeaderName>,
 }
 
 /// What the request contributes to the decision.
@@ -80,21 +89,52 @@ pub(crate) struct Storable {
     pub(crate) stale_if_error: Option<Duration>,
 }
 
-/// Statuses a cache may store with explicit freshness (RFC 9111 §3: the cache understands them). 206 is left out:
-/// this cache does not combine partial content.
-fn understood(status: StatusCode) -> bool {
+/// The statuses stored when storing any final status is turned off: those whose caching rules are plain and well
+/// known. 206 is left out: this cache does not combine partial content.
+fn understood_by_default(status: u16) -> bool {
     matches!(
-        status.as_u16(),
+        status,
         200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 451 | 501
     )
 }
 
-/// Statuses that are heuristically cacheable (RFC 9110 §15.1): only these get a default or heuristic TTL.
+/// The statuses whose caching requirements this cache implements (RFC 9111 §3, §5.2.2.3 `must-understand`): the
+/// final statuses RFC 9110 §15 defines, with 429 (RFC 6585) and 451 (RFC 7725). Not 206 (partial content is
+/// not stored as a response) nor 304 (it updates a stored response, RFC 9111 §4.3.4), nor unregistered codes.
+fn understood(status: u16) -> bool {
+    matches!(
+        status,
+        200..=205
+            | 300..=303
+            | 305
+            | 307
+            | 308
+            | 400..=417
+            | 421
+            | 422
+            | 426
+            | 429
+            | 451
+            | 500..=505
+    )
+}
+
+/// Statuses that are heuristically cacheable (RFC 9110 §15.1): only these get a default or heuristic TTL, unless
+/// the response says `public` (RFC 9111 §5.2.2.9).
 fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// The directives this cache acts on: those of the first valid targeted field (RFC 9213), which replaces both
+/// `Cache-Control` and `Expires` (`true`), else `Cache-Control`'s (`false`).
+fn directives(headers: &HeaderMap, policy: &StorePolicy) -> (ResponseDirectives, bool) {
+    match targeted::directives(headers, &policy.targeted) {
+        Some(d) => (d, true),
+        None => (ResponseDirectives::parse(headers), false),
+    }
 }
 
 /// The decision for a response head that arrived at `response_time`.
@@ -107,12 +147,21 @@ pub(crate) fn decide(
     if !request.is_get {
         return Err(per_request("method"));
     }
-    if !understood(response.status) {
+    let status = response.status.as_u16();
+    if response.status.is_informational() {
+        // Not a final response: it answers nothing a later request could be given.
+        return Err(per_request("informational"));
+    }
+    if status == 206 || status == 304 || !(policy.any_status || understood_by_default(status)) {
         return Err(intrinsic("status"));
     }
     let headers = &response.headers;
-    let cc = ResponseDirectives::parse(headers);
-    if cc.no_store {
+    let (cc, targeted) = directives(headers, policy);
+    if cc.must_understand && !understood(status) {
+        return Err(intrinsic("must-understand"));
+    }
+    // With `must-understand` and a status the cache understands, `no-store` is ignored (RFC 9111 §5.2.2.3).
+    if cc.no_store && !cc.must_understand {
         return Err(intrinsic("no-store"));
     }
     if cc.private {
@@ -139,19 +188,25 @@ pub(crate) fn decide(
         Vary::Headers(names) => names,
     };
     let date = http_date(headers, header::DATE).unwrap_or(response_time);
+    // A valid targeted field replaces `Expires` too.
+    let expires = (!targeted && headers.contains_key(header::EXPIRES))
+        .then(|| http_date(headers, header::EXPIRES));
     // Explicit freshness information, even if it says "stale at once" (`max-age=0`, `no-cache`).
     let explicit = cc.no_cache
         || cc.invalid_freshness
         || cc.s_maxage.is_some()
         || cc.max_age.is_some()
-        || headers.contains_key(header::EXPIRES);
-    let freshness_lifetime = freshness_lifetime(request, response, &cc, policy, date)?;
+        || expires.is_some();
+    let freshness_lifetime = freshness_lifetime(request, response, &cc, expires, policy, date)?;
     let initial_age = initial_age(headers, date, request.request_time, response_time);
     // A response stale on arrival is worth storing only to be validated: it needs a validator, and freshness
     // information of its own (a response without any is not stored, as above).
     if freshness_lifetime <= initial_age && !(validator && explicit) {
         return Err(intrinsic("stale"));
     }
+    // A status stored only because the response said so (an error, an unregistered code) is never served stale:
+    // once its freshness is over it is validated or replaced (RFC 9111 §4.2.4 lets nothing else serve it).
+    let only_while_fresh = policy.any_status && !heuristically_cacheable(response.status);
     Ok(Storable {
         freshness_lifetime,
         initial_age,
@@ -159,7 +214,10 @@ pub(crate) fn decide(
         shared_with_authorization,
         vary,
         no_cache: cc.no_cache,
-        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        must_revalidate: cc.must_revalidate
+            || cc.proxy_revalidate
+            || cc.s_maxage.is_some()
+            || only_while_fresh,
         stale_while_revalidate: cc.stale_while_revalidate,
         stale_if_error: cc.stale_if_error,
     })
@@ -171,6 +229,7 @@ fn freshness_lifetime(
     request: &RequestFacts,
     response: &response::Parts,
     cc: &ResponseDirectives,
+    expires: Option<Option<SystemTime>>,
     policy: &StorePolicy,
     date: SystemTime,
 ) -> Result<Duration, NotStored> {
@@ -181,14 +240,14 @@ fn freshness_lifetime(
         s
     } else if let Some(m) = cc.max_age {
         m
-    } else if headers.contains_key(header::EXPIRES) {
+    } else if let Some(expires) = expires {
         // An invalid `Expires` (`0`) means already expired (RFC 9111 §5.3).
-        http_date(headers, header::EXPIRES)
+        expires
             .and_then(|exp| exp.duration_since(date).ok())
             .unwrap_or(Duration::ZERO)
     } else if cc.no_cache {
         Duration::ZERO
-    } else if !heuristically_cacheable(response.status) {
+    } else if !heuristically_cacheable(response.status) && !cc.public {
         return Err(intrinsic("no-freshness"));
     } else if let Some(ttl) = request.default_ttl {
         ttl
@@ -214,13 +273,22 @@ pub(crate) fn initial_age(
     let response_delay = response_time
         .duration_since(request_time)
         .unwrap_or_default();
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .map(|s| Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31)))
-        .unwrap_or_default();
+    let age_value = age_value(headers).unwrap_or_default();
     apparent_age.max(age_value + response_delay)
+}
+
+/// The origin's `Age` (RFC 9111 §5.1): the first member of the field (a list, or several field lines); `None`
+/// when it is absent or that member is not delta-seconds (negative, fractional, not a number), so the response is
+/// handled as if it had no `Age`. Values of 2^31 seconds or more count as 2^31.
+pub(crate) fn age_value(headers: &HeaderMap) -> Option<Duration> {
+    for line in headers.get_all(header::AGE) {
+        let text = line.to_str().ok()?;
+        // A line of empty members only (`Age: ,`) holds no first member; the next line may.
+        if let Some(first) = control::split_list(text).next() {
+            return control::delta_seconds(first);
+        }
+    }
+    None
 }
 
 fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
@@ -261,6 +329,8 @@ mod tests {
             strip_set_cookie: false,
             heuristic: None,
             heuristic_max: Duration::from_secs(86_400),
+            any_status: true,
+            targeted: vec![HeaderName::from_static("cdn-cache-control")],
         }
     }
 
@@ -324,6 +394,14 @@ mod tests {
         };
         let heuristic = StorePolicy {
             heuristic: Some(0.1),
+            ..policy()
+        };
+        let legacy = StorePolicy {
+            any_status: false,
+            ..policy()
+        };
+        let untargeted = StorePolicy {
+            targeted: Vec::new(),
             ..policy()
         };
         let (d0, exp_60, lm_1000) = (date(0), date(60), date(-1000));
@@ -449,12 +527,179 @@ mod tests {
                 Ok(10),
             ),
             (
-                "500 never",
+                "500 with max-age",
                 &f,
                 &p,
                 500,
                 vec![("cache-control", "max-age=10")],
+                Ok(10),
+            ),
+            (
+                "500 never, with any_status off",
+                &f,
+                &legacy,
+                500,
+                vec![("cache-control", "max-age=10")],
                 Err("status"),
+            ),
+            (
+                "unregistered 599 with s-maxage",
+                &f,
+                &p,
+                599,
+                vec![("cache-control", "s-maxage=10")],
+                Ok(10),
+            ),
+            (
+                "unregistered 299 with Expires",
+                &f,
+                &p,
+                299,
+                vec![("date", &d0), ("expires", &exp_60)],
+                Ok(60),
+            ),
+            (
+                "503 without freshness: no default TTL",
+                &default_60,
+                &p,
+                503,
+                vec![],
+                Err("no-freshness"),
+            ),
+            (
+                "404 without freshness: default TTL",
+                &default_60,
+                &p,
+                404,
+                vec![],
+                Ok(60),
+            ),
+            (
+                "public 499 without freshness: default TTL",
+                &default_60,
+                &p,
+                499,
+                vec![("cache-control", "public")],
+                Ok(60),
+            ),
+            (
+                "public 500: heuristic freshness",
+                &f,
+                &heuristic,
+                500,
+                vec![
+                    ("cache-control", "public"),
+                    ("last-modified", &lm_1000),
+                    ("date", &d0),
+                ],
+                Ok(100),
+            ),
+            (
+                "1xx never",
+                &f,
+                &p,
+                103,
+                vec![("cache-control", "max-age=10")],
+                Err("informational"),
+            ),
+            (
+                "304 never",
+                &f,
+                &p,
+                304,
+                vec![("cache-control", "max-age=10")],
+                Err("status"),
+            ),
+            (
+                "must-understand with an understood status ignores no-store",
+                &f,
+                &p,
+                200,
+                vec![("cache-control", "must-understand, no-store, max-age=10")],
+                Ok(10),
+            ),
+            (
+                "must-understand with a 502 ignores no-store",
+                &f,
+                &p,
+                502,
+                vec![("cache-control", "must-understand, no-store, max-age=10")],
+                Ok(10),
+            ),
+            (
+                "must-understand with an unregistered status",
+                &f,
+                &p,
+                599,
+                vec![("cache-control", "must-understand, max-age=10")],
+                Err("must-understand"),
+            ),
+            (
+                "CDN-Cache-Control replaces Cache-Control",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=60"),
+                ],
+                Ok(60),
+            ),
+            (
+                "CDN-Cache-Control no-store beats Cache-Control",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("cache-control", "public, max-age=60"),
+                    ("cdn-cache-control", "no-store"),
+                ],
+                Err("no-store"),
+            ),
+            (
+                "CDN-Cache-Control replaces Expires",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("date", &d0),
+                    ("expires", &exp_60),
+                    ("cdn-cache-control", "public"),
+                ],
+                Err("no-freshness"),
+            ),
+            (
+                "CDN-Cache-Control lets a private Cache-Control be stored",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("cache-control", "private, no-store"),
+                    ("cdn-cache-control", "max-age=20"),
+                ],
+                Ok(20),
+            ),
+            (
+                "an invalid CDN-Cache-Control is ignored",
+                &f,
+                &p,
+                200,
+                vec![
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=60,"),
+                ],
+                Ok(5),
+            ),
+            (
+                "CDN-Cache-Control off",
+                &f,
+                &untargeted,
+                200,
+                vec![
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=60"),
+                ],
+                Ok(5),
             ),
             (
                 "206 never",
@@ -651,6 +896,27 @@ mod tests {
     }
 
     #[test]
+    fn age_value_follows_rfc9111_5_1() {
+        let age = |lines: &[&str]| {
+            let pairs: Vec<_> = lines.iter().map(|v| ("age", *v)).collect();
+            age_value(&head(200, &pairs).headers).map(|d| d.as_secs())
+        };
+        assert_eq!(age(&[]), None);
+        assert_eq!(age(&["10"]), Some(10));
+        assert_eq!(age(&["10, 50"]), Some(10), "a list: the first member");
+        assert_eq!(age(&["10", "50"]), Some(10), "several lines: the first");
+        assert_eq!(age(&[" , 7, 9"]), Some(7), "empty members are not members");
+        assert_eq!(age(&[",", "8"]), Some(8));
+        for bad in ["-5", "1.5", "ten", "0x10", "+3", "5 s", "\"\"", "-0"] {
+            assert_eq!(age(&[bad]), None, "{bad}");
+        }
+        assert_eq!(age(&["abc, 10"]), None, "a bad first member is not skipped");
+        assert_eq!(age(&["2147483648"]), Some(1 << 31));
+        assert_eq!(age(&["99999999999999999999999"]), Some(1 << 31));
+        assert_eq!(age(&["2147483647"]), Some((1 << 31) - 1));
+    }
+
+    #[test]
     fn vary_names_and_flags() {
         let s = decide(
             &facts(),
@@ -692,6 +958,42 @@ mod tests {
             "s-maxage implies proxy-revalidate"
         );
         assert_eq!(flags("max-age=5"), (false, false));
+        // A status stored only on the response's word is never served stale.
+        let status_flags = |status: u16, policy: &StorePolicy| {
+            decide(
+                &facts(),
+                &head(status, &[("cache-control", "max-age=5")]),
+                policy,
+                t0(),
+            )
+            .unwrap()
+            .must_revalidate
+        };
+        assert!(status_flags(500, &policy()));
+        assert!(status_flags(599, &policy()));
+        assert!(status_flags(302, &policy()));
+        assert!(!status_flags(404, &policy()));
+        assert!(!status_flags(200, &policy()));
+        let legacy = StorePolicy {
+            any_status: false,
+            ..policy()
+        };
+        assert!(!status_flags(302, &legacy));
+        // A targeted field's revalidation directives count, Cache-Control's do not.
+        let d = decide(
+            &facts(),
+            &head(
+                200,
+                &[
+                    ("cache-control", "max-age=5, must-revalidate"),
+                    ("cdn-cache-control", "max-age=5, stale-if-error=60"),
+                ],
+            ),
+            &policy(),
+            t0(),
+        )
+        .unwrap();
+        assert!(!d.must_revalidate && d.stale_if_error == Some(Duration::from_secs(60)));
     }
 
     #[test]

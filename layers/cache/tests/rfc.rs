@@ -26,6 +26,8 @@ struct Case {
     configure: fn(CacheLayerBuilder<MokaStore>) -> CacheLayerBuilder<MokaStore>,
     /// The origin's response headers; `{date}` and `{date+60}` are replaced with the clock's time.
     response: &'static [(&'static str, &'static str)],
+    /// The status of the origin's first answer.
+    response_status: u16,
     first: &'static [(&'static str, &'static str)],
     advance: u64,
     second: &'static [(&'static str, &'static str)],
@@ -84,6 +86,7 @@ const fn case(name: &'static str) -> Case {
         name,
         configure: |b| b,
         response: &[],
+        response_status: 200,
         first: &[],
         advance: 0,
         second: &[],
@@ -673,7 +676,7 @@ fn cases() -> Vec<Case> {
             status: 502,
             body: Some("down"),
             x_cache: "MISS",
-            cache_status: "tower-kit; fwd=stale; fwd-status=502; detail=status",
+            cache_status: "tower-kit; fwd=stale; fwd-status=502; detail=no-freshness",
             origin_calls: 2,
             ..case("stale-if-error: past the window the error passes")
         },
@@ -698,7 +701,7 @@ fn cases() -> Vec<Case> {
             status: 503,
             body: Some("down"),
             x_cache: "MISS",
-            cache_status: "tower-kit; fwd=stale; fwd-status=503; detail=status",
+            cache_status: "tower-kit; fwd=stale; fwd-status=503; detail=no-freshness",
             origin_calls: 2,
             ..case("must-revalidate forbids stale-if-error")
         },
@@ -903,7 +906,7 @@ fn cases() -> Vec<Case> {
             origin_calls: 2,
             then: then_get(
                 "MISS",
-                "tower-kit; fwd=uri-miss; fwd-status=201; detail=status",
+                "tower-kit; fwd=uri-miss; fwd-status=201; detail=no-freshness",
                 3,
             ),
             ..case("PUT invalidates the same-origin Location")
@@ -978,7 +981,430 @@ fn cases() -> Vec<Case> {
             ..case("a conditional HEAD gets a 304 from a stored GET")
         },
     ];
+    cases.extend(response_rules());
     cases.extend(serving::cases());
+    cases
+}
+
+/// Final statuses stored on explicit freshness (RFC 9111 §3): each is served from the cache on the second request.
+const STORED_STATUSES: &[(u16, &str)] = &[
+    (203, "RFC 9111 §3: a 203 with max-age is stored"),
+    (204, "RFC 9111 §3: a 204 with max-age is stored"),
+    (300, "RFC 9111 §3: a 300 with max-age is stored"),
+    (302, "RFC 9111 §3: a 302 with max-age is stored"),
+    (307, "RFC 9111 §3: a 307 with max-age is stored"),
+    (400, "RFC 9111 §3: a 400 with max-age is stored"),
+    (404, "RFC 9111 §3: a 404 with max-age is stored"),
+    (410, "RFC 9111 §3: a 410 with max-age is stored"),
+    (500, "RFC 9111 §3: a 500 with max-age is stored"),
+    (501, "RFC 9111 §3: a 501 with max-age is stored"),
+    (502, "RFC 9111 §3: a 502 with max-age is stored"),
+    (503, "RFC 9111 §3: a 503 with max-age is stored"),
+    (504, "RFC 9111 §3: a 504 with max-age is stored"),
+    (
+        299,
+        "RFC 9111 §3: an unregistered 299 with max-age is stored",
+    ),
+    (
+        499,
+        "RFC 9111 §3: an unregistered 499 with max-age is stored",
+    ),
+    (
+        599,
+        "RFC 9111 §3: an unregistered 599 with max-age is stored",
+    ),
+];
+
+/// The response rules: statuses (RFC 9111 §3, §4.2.2), `Age` (§5.1), informational responses, and targeted cache
+/// control (RFC 9213).
+fn response_rules() -> Vec<Case> {
+    let mut cases: Vec<Case> = STORED_STATUSES
+        .iter()
+        .map(|&(status, name)| Case {
+            response: &[("cache-control", "max-age=30")],
+            response_status: status,
+            status,
+            body: Some("payload"),
+            advance: 10,
+            cache_status: "tower-kit; hit; ttl=20",
+            age: "10",
+            ..case(name)
+        })
+        .collect();
+    cases.extend([
+        // ---- Statuses (RFC 9111 §3, §4.2.2, §5.2.2.3, §5.2.2.9) ----
+        Case {
+            response: &[("cache-control", "s-maxage=30")],
+            response_status: 503,
+            status: 503,
+            first: &[("authorization", "Bearer a")],
+            cache_status: "tower-kit; hit; ttl=30",
+            age: "0",
+            ..case("RFC 9111 §3: a 503 with s-maxage is stored, shared with Authorization")
+        },
+        Case {
+            response: &[("date", "{date}"), ("expires", "{date+60}")],
+            response_status: 404,
+            status: 404,
+            advance: 59,
+            cache_status: "tower-kit; hit; ttl=1",
+            age: "59",
+            ..case("RFC 9111 §3: a 404 with Expires is stored")
+        },
+        Case {
+            configure: |b| b.store_any_status(false),
+            response: &[("cache-control", "max-age=30")],
+            response_status: 500,
+            status: 500,
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=500; detail=hit-for-pass",
+            origin_calls: 2,
+            ..case("RFC 9111 §3: store_any_status(false) keeps a 500 out")
+        },
+        Case {
+            configure: |b| b.default_ttl("/r", tower_kit_cache::TtlTier::Minute),
+            response_status: 500,
+            status: 500,
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=500; detail=hit-for-pass",
+            origin_calls: 2,
+            ..case("RFC 9111 §4.2.2: a 500 without explicit freshness gets no default TTL")
+        },
+        Case {
+            configure: |b| b.default_ttl("/r", tower_kit_cache::TtlTier::Minute),
+            response_status: 499,
+            status: 499,
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=499; detail=hit-for-pass",
+            origin_calls: 2,
+            ..case("RFC 9111 §4.2.2: an unregistered 499 without explicit freshness gets no default TTL")
+        },
+        Case {
+            configure: |b| b.default_ttl("/r", tower_kit_cache::TtlTier::Minute),
+            response_status: 404,
+            status: 404,
+            advance: 10,
+            cache_status: "tower-kit; hit; ttl=50",
+            age: "10",
+            ..case("RFC 9111 §4.2.2: a heuristically cacheable 404 gets the default TTL")
+        },
+        Case {
+            configure: |b| b.default_ttl("/r", tower_kit_cache::TtlTier::Minute),
+            response: &[("cache-control", "public")],
+            response_status: 500,
+            status: 500,
+            advance: 10,
+            cache_status: "tower-kit; hit; ttl=50",
+            age: "10",
+            ..case("RFC 9111 §5.2.2.9: a public 500 gets the default TTL")
+        },
+        Case {
+            response: &[("cache-control", "must-understand, max-age=30")],
+            response_status: 599,
+            status: 599,
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=599; detail=hit-for-pass",
+            origin_calls: 2,
+            ..case("RFC 9111 §5.2.2.3: must-understand keeps an unregistered status out")
+        },
+        Case {
+            response: &[("cache-control", "must-understand, no-store, max-age=30")],
+            response_status: 404,
+            status: 404,
+            cache_status: "tower-kit; hit; ttl=30",
+            age: "0",
+            ..case("RFC 9111 §5.2.2.3: must-understand with a known status ignores no-store")
+        },
+        Case {
+            configure: |b| {
+                b.stale_while_revalidate(Duration::from_secs(60))
+                    .stale_if_error(Duration::from_secs(60))
+            },
+            response: &[("cache-control", "max-age=10")],
+            response_status: 500,
+            advance: 15,
+            later: Some((200, &[("cache-control", "max-age=10")], "fresh")),
+            body: Some("fresh"),
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=stale; fwd-status=200",
+            origin_calls: 2,
+            ..case("RFC 9111 §4.2.4: a stale stored 500 is not served while revalidating")
+        },
+        Case {
+            configure: |b| b.stale_if_error(Duration::from_secs(60)),
+            response: &[("cache-control", "max-age=10")],
+            response_status: 404,
+            advance: 15,
+            later: Some((503, &[], "down")),
+            status: 404,
+            x_cache: "STALE",
+            cache_status: "tower-kit; fwd=stale; fwd-status=503; ttl=-5; detail=stale-if-error",
+            age: "15",
+            origin_calls: 2,
+            ..case("RFC 9111 §4.2.4: a stale heuristically cacheable 404 may answer an error")
+        },
+        Case {
+            response: &[("cache-control", "max-age=10, stale-if-error=60")],
+            response_status: 502,
+            advance: 15,
+            later: Some((503, &[], "down")),
+            status: 503,
+            body: Some("down"),
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=stale; fwd-status=503; detail=no-freshness",
+            origin_calls: 2,
+            ..case("RFC 9111 §4.2.4: a stale stored 502 does not answer a failed refresh")
+        },
+        Case {
+            response: &[("cache-control", "max-age=10")],
+            response_status: 410,
+            advance: 15,
+            second: &[("cache-control", "max-stale")],
+            status: 410,
+            x_cache: "STALE",
+            cache_status: "tower-kit; hit; ttl=-5; detail=max-stale",
+            age: "15",
+            ..case("RFC 9111 §4.2.4: a stale 410 may be served to max-stale")
+        },
+        Case {
+            response: &[("cache-control", "max-age=10")],
+            response_status: 503,
+            advance: 15,
+            second: &[("cache-control", "max-stale")],
+            status: 200,
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=stale; fwd-status=200",
+            later: Some((200, &[("cache-control", "max-age=10")], "payload")),
+            origin_calls: 2,
+            ..case("RFC 9111 §4.2.4: a stale stored 503 is not served to max-stale")
+        },
+        // ---- Informational responses (RFC 9110 §15.2) ----
+        Case {
+            response: &[("cache-control", "max-age=30")],
+            response_status: 103,
+            status: 103,
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=uri-miss; fwd-status=103; detail=informational",
+            origin_calls: 2,
+            ..case("RFC 9110 §15.2: a 1xx response is never stored")
+        },
+        // ---- Age (RFC 9111 §5.1) ----
+        Case {
+            response: &[("cache-control", "max-age=60"), ("age", "10, 40")],
+            cache_status: "tower-kit; hit; ttl=50",
+            age: "10",
+            ..case("RFC 9111 §5.1: Age list uses the first member")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=60"),
+                ("age", "10"),
+                ("age", "40"),
+            ],
+            cache_status: "tower-kit; hit; ttl=50",
+            age: "10",
+            ..case("RFC 9111 §5.1: several Age field lines use the first")
+        },
+        Case {
+            response: &[("cache-control", "max-age=60"), ("age", "-10")],
+            cache_status: "tower-kit; hit; ttl=60",
+            age: "0",
+            ..case("RFC 9111 §5.1: a negative Age is ignored")
+        },
+        Case {
+            response: &[("cache-control", "max-age=60"), ("age", "10.5")],
+            cache_status: "tower-kit; hit; ttl=60",
+            age: "0",
+            ..case("RFC 9111 §5.1: a fractional Age is ignored")
+        },
+        Case {
+            response: &[("cache-control", "max-age=60"), ("age", "ten, 40")],
+            cache_status: "tower-kit; hit; ttl=60",
+            age: "0",
+            ..case("RFC 9111 §5.1: a non-numeric Age is ignored")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("age", "4294967296"),
+            ],
+            second: &[("cache-control", "max-stale")],
+            x_cache: "STALE",
+            cache_status: "tower-kit; hit; ttl=-2147483588; detail=max-stale",
+            age: "2147483648",
+            ..case("RFC 9111 §5.1: an Age of 2^31 or more counts as 2^31")
+        },
+        // ---- Targeted cache control (RFC 9213) ----
+        Case {
+            response: &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            advance: 10,
+            cache_status: "tower-kit; hit; ttl=50",
+            age: "10",
+            expect: &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            ..case("RFC 9213 §2.1: CDN-Cache-Control replaces Cache-Control; both reach the client")
+        },
+        Case {
+            response: &[
+                ("date", "{date}"),
+                ("expires", "{date+60}"),
+                ("cdn-cache-control", "max-age=10"),
+            ],
+            advance: 20,
+            later: Some((200, &[("cdn-cache-control", "max-age=10")], "payload")),
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=stale; fwd-status=200",
+            origin_calls: 2,
+            ..case("RFC 9213 §2.1: CDN-Cache-Control replaces Expires")
+        },
+        Case {
+            response: &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=200; detail=hit-for-pass",
+            expect: &[("cache-control", "public, max-age=60")],
+            origin_calls: 2,
+            ..case("RFC 9213 §2.1: CDN-Cache-Control no-store keeps a public response out")
+        },
+        Case {
+            response: &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", "private, max-age=60"),
+            ],
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=200; detail=hit-for-pass",
+            origin_calls: 2,
+            ..case("RFC 9213 §2.1: CDN-Cache-Control private keeps a response out")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=30"),
+                ("cdn-cache-control", "max-age=5, Private"),
+            ],
+            advance: 10,
+            cache_status: "tower-kit; hit; ttl=20",
+            age: "10",
+            ..case("RFC 9213 §2.1: an invalid CDN-Cache-Control is ignored as a whole")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=30"),
+                ("cdn-cache-control", "max-age=5"),
+                ("cdn-cache-control", "no-store;"),
+            ],
+            advance: 10,
+            cache_status: "tower-kit; hit; ttl=20",
+            age: "10",
+            ..case("RFC 9213 §2.1: an invalid field line spoils the whole CDN-Cache-Control")
+        },
+        Case {
+            configure: |b| {
+                b.targeted_cache_control([
+                    http::HeaderName::from_static("acme-cache-control"),
+                    http::HeaderName::from_static("cdn-cache-control"),
+                ])
+            },
+            response: &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "no-store"),
+                ("acme-cache-control", "max-age=60"),
+            ],
+            cache_status: "tower-kit; hit; ttl=60",
+            age: "0",
+            ..case("RFC 9213 §2.1: the first configured targeted field wins")
+        },
+        Case {
+            configure: |b| {
+                b.targeted_cache_control([
+                    http::HeaderName::from_static("acme-cache-control"),
+                    http::HeaderName::from_static("cdn-cache-control"),
+                ])
+            },
+            response: &[
+                ("cache-control", "no-store"),
+                ("acme-cache-control", "max-age=60,"),
+                ("cdn-cache-control", "max-age=30"),
+            ],
+            cache_status: "tower-kit; hit; ttl=30",
+            age: "0",
+            ..case("RFC 9213 §2.1: an invalid first field falls through to the next")
+        },
+        Case {
+            configure: |b| {
+                b.targeted_cache_control([http::HeaderName::from_static("acme-cache-control")])
+            },
+            response: &[
+                ("cache-control", "max-age=30"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            cache_status: "tower-kit; hit; ttl=30",
+            age: "0",
+            ..case("RFC 9213 §2.1: a targeted field not configured is not obeyed")
+        },
+        Case {
+            configure: |b| b.targeted_cache_control([]),
+            response: &[
+                ("cache-control", "max-age=30"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            cache_status: "tower-kit; hit; ttl=30",
+            age: "0",
+            ..case("RFC 9213 §2.1: an empty list turns targeted cache control off")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=10"),
+                ("cdn-cache-control", "max-age=10, stale-while-revalidate=30"),
+            ],
+            advance: 15,
+            x_cache: "STALE",
+            cache_status: "tower-kit; fwd=stale; ttl=-5; detail=stale-while-revalidate",
+            age: "15",
+            origin_calls: 2,
+            then: then_get("HIT", "tower-kit; hit; ttl=10", 2),
+            ..case("RFC 9213 §2.1: CDN-Cache-Control stale-while-revalidate")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=10, stale-if-error=60"),
+                ("cdn-cache-control", "max-age=10, must-revalidate"),
+            ],
+            advance: 20,
+            later: Some((503, &[], "down")),
+            status: 503,
+            body: Some("down"),
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=stale; fwd-status=503; detail=no-freshness",
+            origin_calls: 2,
+            ..case("RFC 9213 §2.1: CDN-Cache-Control must-revalidate forbids stale-if-error")
+        },
+        Case {
+            response: &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-cache"),
+                ("etag", "\"v1\""),
+            ],
+            later: Some((
+                304,
+                &[("cdn-cache-control", "no-cache"), ("etag", "\"v1\"")],
+                "",
+            )),
+            origin_saw: &[("if-none-match", "\"v1\"")],
+            x_cache: "REVALIDATED",
+            cache_status: "tower-kit; fwd=stale; fwd-status=304",
+            age: "0",
+            origin_calls: 2,
+            ..case("RFC 9213 §2.1: CDN-Cache-Control no-cache: validated before each use")
+        },
+    ]);
     cases
 }
 
@@ -1034,7 +1460,7 @@ async fn run_table<St: tower_kit_cache::Store>(
                 .collect()
         };
         let first_answer = Answer {
-            status: 200,
+            status: c.response_status,
             headers: pairs(c.response),
             body: "payload",
             delay: Duration::ZERO,
