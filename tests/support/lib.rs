@@ -6,7 +6,7 @@
 //!
 //! [`RedisCluster`]: a private Redis Cluster per test (three or more primaries on free ports, optional replicas,
 //! `cluster-require-full-coverage no`), made with `redis-cli --cluster create`, whose nodes a test can kill and
-//! restart one by one.
+//! restart one by one. [`redis_cli`] runs the `redis-cli` it uses (from `REDIS_CLI_BIN` or `PATH`).
 //!
 //! ```no_run
 //! let server = tower_kit_test_support::RedisServer::start();
@@ -17,5 +17,5 @@
 mod redis_cluster;
 mod redis_server;
 
-pub use redis_cluster::RedisCluster;
+pub use redis_cluster::{MISSING_CLI, RedisCluster, redis_cli};
 pub use redis_server::RedisServer;

@@ -20,13 +20,21 @@ pub struct RedisCluster {
     primaries: usize,
 }
 
-fn cli() -> String {
-    std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_owned())
+/// A [`Command`] running `redis-cli`: `REDIS_CLI_BIN` (which must name a file) or else the first on `PATH`. A
+/// missing binary fails the test with [`MISSING_CLI`], naming the Debian package to install.
+pub fn redis_cli() -> Command {
+    let bin = crate::redis_server::find_binary(
+        "redis-cli",
+        std::env::var_os("REDIS_CLI_BIN"),
+        std::env::var_os("PATH"),
+    )
+    .unwrap_or_else(|| panic!("{MISSING_CLI}"));
+    Command::new(bin)
 }
 
 /// Runs `redis-cli` with `args`, returning its standard output (`None` if it failed).
 fn run_cli(args: &[&str]) -> Option<String> {
-    let output = Command::new(cli())
+    let output = redis_cli()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -35,6 +43,24 @@ fn run_cli(args: &[&str]) -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// One node: cluster mode, `cluster-require-full-coverage no`, failover after 1 s without an answer.
+fn start_node() -> RedisServer {
+    RedisServer::start_with(
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-require-full-coverage",
+            "no",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-config-file",
+            "nodes.conf",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
 }
 
 impl RedisCluster {
@@ -48,24 +74,7 @@ impl RedisCluster {
     pub fn start_with_replicas(primaries: usize, replicas: usize) -> Self {
         assert!(primaries >= 3, "a Redis Cluster needs at least 3 primaries");
         let total = primaries * (1 + replicas);
-        let nodes: Vec<RedisServer> = (0..total)
-            .map(|_| {
-                RedisServer::start_with(
-                    [
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-require-full-coverage",
-                        "no",
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                )
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..total).map(|_| start_node()).collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
@@ -80,6 +89,42 @@ impl RedisCluster {
         let cluster = Self { nodes, primaries };
         cluster.wait_ok(Duration::from_secs(30));
         cluster
+    }
+
+    /// Scales out: starts one more node, joins it (`redis-cli --cluster add-node`) and moves `slots` slots to it
+    /// from the other primaries, keys included (`redis-cli --cluster reshard`), then waits until the cluster is ok.
+    /// Returns the new primary's index. For a cluster without replicas.
+    pub fn add_primary(&mut self, slots: u32) -> usize {
+        let node = start_node();
+        let existing = format!("127.0.0.1:{}", self.running_port());
+        let added = format!("127.0.0.1:{}", node.port());
+        let id = self
+            .cli(node.port(), &["CLUSTER", "MYID"])
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_else(|| panic!("CLUSTER MYID failed on the new node"));
+        assert!(
+            run_cli(&["--cluster", "add-node", &added, &existing]).is_some(),
+            "redis-cli --cluster add-node failed"
+        );
+        self.nodes.push(node);
+        self.primaries += 1;
+        self.wait_ok(Duration::from_secs(30));
+        let slots = slots.to_string();
+        let moved = run_cli(&[
+            "--cluster",
+            "reshard",
+            &existing,
+            "--cluster-from",
+            "all",
+            "--cluster-to",
+            &id,
+            "--cluster-slots",
+            &slots,
+            "--cluster-yes",
+        ]);
+        assert!(moved.is_some(), "redis-cli --cluster reshard failed");
+        self.wait_ok(Duration::from_secs(30));
+        self.nodes.len() - 1
     }
 
     /// Waits until every running node reports `cluster_state:ok` and knows every other node, and every running
@@ -232,5 +277,20 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.wait_ok(within);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_cli_is_reported_with_the_package_to_install() {
+        let nowhere = std::env::temp_dir().join("tower-kit-no-such-dir");
+        assert_eq!(
+            crate::redis_server::find_binary("redis-cli", None, Some(nowhere.into_os_string())),
+            None
+        );
+        assert!(MISSING_CLI.contains("`redis-tools`"), "{MISSING_CLI}");
     }
 }

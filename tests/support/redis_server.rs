@@ -31,14 +31,17 @@ pub const MISSING: &str = "this test needs `redis-server` on PATH (or REDIS_SERV
 
 fn binary() -> PathBuf {
     find_binary(
+        "redis-server",
         std::env::var_os("REDIS_SERVER_BIN"),
         std::env::var_os("PATH"),
     )
     .unwrap_or_else(|| panic!("{MISSING}"))
 }
 
-/// `redis-server` from `REDIS_SERVER_BIN` (which must name a file) or else the first on `PATH`.
-fn find_binary(
+/// The program `name` from `explicit` (an environment variable such as `REDIS_SERVER_BIN`, which must name a
+/// file) or else the first on `PATH`.
+pub(crate) fn find_binary(
+    name: &str,
     explicit: Option<std::ffi::OsString>,
     path: Option<std::ffi::OsString>,
 ) -> Option<PathBuf> {
@@ -46,7 +49,7 @@ fn find_binary(
         return Some(PathBuf::from(bin)).filter(|p| p.is_file());
     }
     std::env::split_paths(&path?)
-        .map(|p| p.join("redis-server"))
+        .map(|p| p.join(name))
         .find(|p| p.is_file())
 }
 
@@ -314,11 +317,15 @@ mod tests {
     fn a_missing_binary_is_reported_with_the_package_to_install() {
         let nowhere = std::env::temp_dir().join("tower-kit-no-such-dir");
         assert_eq!(
-            find_binary(None, Some(nowhere.clone().into_os_string())),
+            find_binary("redis-server", None, Some(nowhere.clone().into_os_string())),
             None
         );
         assert_eq!(
-            find_binary(Some(nowhere.join("redis-server").into_os_string()), None),
+            find_binary(
+                "redis-server",
+                Some(nowhere.join("redis-server").into_os_string()),
+                None
+            ),
             None
         );
         assert!(

@@ -116,7 +116,7 @@ async fn two_servers_on_different_nodes_share_one_cache_and_invalidations() {
 async fn value_keys(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
     for node in cluster.nodes().iter().filter(|n| n.is_running()) {
-        let out = std::process::Command::new("redis-cli")
+        let out = tower_kit_test_support::redis_cli()
             .args(["-p", &node.port().to_string(), "--scan", "--pattern"])
             .arg(format!("{prefix}v:*"))
             .output()
@@ -244,7 +244,7 @@ async fn an_invalidated_tag_is_never_served_again_even_if_its_set_missed_the_ent
         assert!(other.get("a").await.unwrap().is_some(), "{name}");
         // The tag's set loses `b` (as if its put were still between the value and the set).
         let tkey = writer.tag_key("list");
-        let out = std::process::Command::new("redis-cli")
+        let out = tower_kit_test_support::redis_cli()
             .args(if name == "single" {
                 vec!["-p".to_owned(), server.port().to_string()]
             } else {
@@ -358,4 +358,42 @@ async fn failover_to_a_replica_needs_no_restart() {
         res.headers["x-cache"] == "HIT"
     })
     .await;
+}
+
+/// A resharding moves slots to a new primary while every call succeeds (no failure to trigger a slot-map read, and
+/// the `redis` crate follows the `MOVED` redirects by itself): within `topology_refresh` the store reads the slot
+/// map again, so `usage` and prefix invalidation, which walk the primaries it knows, reach the new node's keys too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_added_by_resharding_is_walked_after_the_topology_refresh() {
+    let mut cluster = RedisCluster::start(3);
+    let store = RedisStore::cluster_builder(cluster.urls())
+        .prefix("grow:")
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .topology_refresh(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let entry = |body| {
+        tower_kit_cache::StoredValue::Response(std::sync::Arc::new(conformance::sample_entry(
+            body,
+            &[],
+        )))
+    };
+    store.put("before", entry(b"1"), ttl).await.unwrap();
+    assert_eq!(store.usage().await.unwrap().entries, 1);
+    let added = cluster.add_primary(4096);
+    let key = (0..10_000)
+        .map(|i| format!("after-{i}"))
+        .find(|k| cluster.primary_of(&store.redis_key(k)) == added)
+        .expect("a key in the new primary's slots");
+    store.put(&key, entry(b"2"), ttl).await.unwrap();
+    assert!(store.get(&key).await.unwrap().is_some());
+    assert!(store.open_nodes().is_empty(), "no failure on the way");
+    wait_until("the walk reaches the new primary", async || {
+        store.usage().await.unwrap().entries == 2
+    })
+    .await;
+    assert_eq!(store.remove_prefix("").await.unwrap(), 2);
+    assert!(store.get(&key).await.unwrap().is_none());
 }

@@ -6,7 +6,7 @@ use crate::{
     layer::{Config, CostFn, ExemptFn, PolicyConfig, QuotaSource, Single},
     metrics::PolicyMetrics,
     refusal::{DEFAULT_BODY, MapRefusal, Refusal, RefusalHook, Refusals},
-    store::{MAX_POLICIES, PolicyId, RateLimitStore},
+    store::{MAX_POLICIES, PolicyId, PolicyKeys, RateLimitStore},
 };
 use bytes::Bytes;
 use http::{Response, StatusCode, request::Parts};
@@ -183,10 +183,13 @@ impl<St> RateLimitLayerBuilder<St> {
             store_failure: self.store_failure,
         }
     }
+}
 
-    /// Checks the settings and makes the layer.
+impl<St: RateLimitStore> RateLimitLayerBuilder<St> {
+    /// Checks the settings (the store's too: [`RateLimitStore::check_policies`]) and makes the layer.
     pub fn build(self) -> Result<RateLimitLayer<St>, ConfigError> {
         let policies = check_policies(self.policies)?;
+        check_store_policies(&self.store, &policies, &self.key)?;
         check_store_failure(self.store_failure)?;
         check_refusal_status(self.refusal.status)?;
         let needs_parts = self.cost.is_some()
@@ -272,6 +275,29 @@ fn check_policies(policies: Vec<Policy>) -> Result<Vec<PolicyConfig>, ConfigErro
     Ok(checked)
 }
 
+/// Lets the store refuse policies it cannot decide together (a Redis Cluster store: policies keyed differently).
+fn check_store_policies<St: RateLimitStore>(
+    store: &St,
+    policies: &[PolicyConfig],
+    layer_key: &KeyExtractor,
+) -> Result<(), ConfigError> {
+    let names: Vec<&str> = policies.iter().map(|p| &*p.name).collect();
+    let keys: Vec<&KeyExtractor> = policies
+        .iter()
+        .map(|p| p.key.as_ref().unwrap_or(layer_key))
+        .collect();
+    store.check_policies(&PolicyKeys::new(&names, |i, j| same_key(keys[i], keys[j])))
+}
+
+/// Whether two extractors key every request the same way, as far as their settings show: the same source
+/// (address, trusted proxies, header, bearer token, global), IPv6 prefix, route scoping and fallbacks. Two
+/// `custom` closures cannot be compared and count as the same here (a store that needs one slot then still refuses
+/// a request whose keys differ, at run time).
+fn same_key(a: &KeyExtractor, b: &KeyExtractor) -> bool {
+    // `Debug` prints every setting of an extractor (the test below guards that it tells them apart).
+    format!("{a:?}") == format!("{b:?}")
+}
+
 fn check_store_failure(policy: StoreFailure) -> Result<(), ConfigError> {
     match policy {
         StoreFailure::FailClosed { retry_after } if retry_after.is_zero() => Err(ConfigError::new(
@@ -339,6 +365,28 @@ mod tests {
     use super::*;
     use crate::Quota;
     use std::num::NonZeroU32;
+
+    #[test]
+    fn extractors_with_different_settings_key_differently() {
+        let header = |h: &'static str| KeyExtractor::header(http::HeaderName::from_static(h));
+        let peer = KeyExtractor::peer_ip;
+        let distinct = [
+            peer(),
+            peer().per_route(),
+            peer().ipv6_prefix(48).unwrap(),
+            peer().or(KeyExtractor::global()),
+            KeyExtractor::global(),
+            KeyExtractor::bearer(),
+            header("x-api-key"),
+            header("x-tenant"),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for (j, b) in distinct.iter().enumerate() {
+                assert_eq!(same_key(a, b), i == j, "{a:?} vs {b:?}");
+            }
+        }
+        assert!(same_key(&peer(), &peer().clone()));
+    }
 
     fn q() -> Quota {
         Quota::per_second(NonZeroU32::new(1).unwrap())

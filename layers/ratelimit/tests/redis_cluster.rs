@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Harness, fresh_peer, nz, request, run_suite, send, service};
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
 use std::{
     sync::{
         Arc,
@@ -15,7 +15,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tower_kit_ratelimit::{
-    Key, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, RedisStoreError, StoreFailure,
+    Key, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, RedisStoreError,
+    StoreFailure,
     store::{Check, CheckRequest, PolicyId},
 };
 use tower_kit_test_support::RedisCluster;
@@ -130,8 +131,57 @@ async fn two_servers_share_one_quota_on_every_shard() {
     }
 }
 
+/// A layer whose policies key requests differently cannot share a slot per request: on a cluster its `build()` is
+/// a `ConfigError` naming `policy` (and both policies). The same policies with one key, or on a single server, build.
+/// No server is needed: building connects to nothing.
+#[test]
+fn policies_keyed_differently_are_a_config_error_on_a_cluster() {
+    let on_cluster = || RedisStore::cluster(["redis://127.0.0.1:7000"]).unwrap();
+    let quota = Quota::per_minute(nz(10));
+    let by_api_key = KeyExtractor::header(HeaderName::from_static("x-api-key"));
+    let e = RateLimitLayer::builder()
+        .store(on_cluster())
+        .policy(Policy::new("per-ip", quota))
+        .policy(Policy::new("per-key", quota).key(by_api_key.clone()))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "policy");
+    assert!(
+        e.reason().contains("\"per-ip\" and \"per-key\""),
+        "{}",
+        e.reason()
+    );
+    // The layer's key set on one policy and left to the other is one key.
+    let e = RateLimitLayer::builder()
+        .store(on_cluster())
+        .key(by_api_key.clone())
+        .policy(Policy::new("burst", quota))
+        .policy(Policy::new("daily", quota).key(KeyExtractor::peer_ip()))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.reason().contains("\"burst\" and \"daily\""),
+        "{}",
+        e.reason()
+    );
+    let _one_key = RateLimitLayer::builder()
+        .store(on_cluster())
+        .key(by_api_key.clone())
+        .policy(Policy::new("burst", quota))
+        .policy(Policy::new("daily", quota).key(by_api_key.clone()))
+        .build()
+        .expect("one key: one slot per request");
+    let _single_server = RateLimitLayer::builder()
+        .store(RedisStore::new("redis://127.0.0.1:1/").unwrap())
+        .policy(Policy::new("per-ip", quota))
+        .policy(Policy::new("per-key", quota).key(by_api_key))
+        .build()
+        .expect("a single server decides any keys in one script");
+}
+
 /// Policies of one request that key it the same way share a slot: one script, all-or-nothing, on one shard.
-/// Policies keyed differently cannot share a slot: the cluster store says so instead of deciding half.
+/// Checks keyed differently cannot share a slot (custom extractors `build()` cannot compare): the cluster store
+/// says so instead of deciding half.
 #[tokio::test]
 async fn policies_share_a_slot_through_the_client_tag() {
     let cluster = RedisCluster::start(3);

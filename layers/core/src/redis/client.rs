@@ -175,6 +175,7 @@ enum Slot {
 }
 
 /// Builds a [`RedisClient`]: see [`RedisClient::builder`].
+#[derive(Clone)]
 #[must_use]
 pub struct RedisClientBuilder {
     url: String,
@@ -184,6 +185,7 @@ pub struct RedisClientBuilder {
     connect_timeout: Duration,
     failure_threshold: u32,
     retry_interval: Duration,
+    topology_refresh: Duration,
     tls: Tls,
     on_connect: Option<OnConnect>,
     on_transition: Option<OnTransition>,
@@ -196,6 +198,7 @@ impl fmt::Debug for RedisClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("failure_threshold", &self.failure_threshold)
             .field("retry_interval", &self.retry_interval)
+            .field("cluster", &self.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -275,6 +278,21 @@ impl RedisClientBuilder {
         self
     }
 
+    /// On a Redis Cluster, how often the slot map is read again while calls succeed (default 10 s; at least
+    /// 500 ms, the least time between two reads). The `redis` crate follows `MOVED`/`ASK` by itself, but the
+    /// client's own map (the per-node circuit breakers, the primaries a key-space walk visits) would otherwise
+    /// change only after a failure: a primary added by a resharding would be left out of `SCAN` walks until then.
+    /// The read runs in a task of its own, started by the first call after the interval.
+    pub fn topology_refresh(mut self, interval: Duration) -> Self {
+        self.topology_refresh = interval;
+        self
+    }
+
+    /// Whether this builder is on a Redis Cluster ([`RedisClient::cluster_builder`]).
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
     /// Whether `rediss://` URLs are accepted (default: [`Tls::Enabled`]).
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
@@ -311,6 +329,16 @@ impl RedisClientBuilder {
                     "must be greater than zero (got 0ns)",
                 ));
             }
+        }
+        if self.topology_refresh < super::cluster::REFRESH_EVERY {
+            return Err(ConfigError::new(
+                "topology_refresh",
+                format!(
+                    "must be at least {:?} (got {:?})",
+                    super::cluster::REFRESH_EVERY,
+                    self.topology_refresh
+                ),
+            ));
         }
         if self.failure_threshold == 0 {
             return Err(ConfigError::new(
@@ -359,7 +387,11 @@ impl RedisClientBuilder {
                 seeds,
                 seed_urls: if cluster { urls } else { Vec::new() },
                 nodes: cluster.then(|| {
-                    super::cluster::Nodes::new(self.failure_threshold, self.retry_interval)
+                    super::cluster::Nodes::new(
+                        self.failure_threshold,
+                        self.retry_interval,
+                        self.topology_refresh,
+                    )
                 }),
                 config,
                 timeout: self.timeout,
@@ -412,6 +444,7 @@ impl RedisClient {
             connect_timeout: Duration::from_secs(1),
             failure_threshold: 3,
             retry_interval: Duration::from_secs(1),
+            topology_refresh: Duration::from_secs(10),
             tls: Tls::Enabled,
             on_connect: None,
             on_transition: None,
@@ -536,7 +569,11 @@ impl RedisClient {
         call: impl AsyncFnOnce(&mut Connection) -> Result<T, E>,
     ) -> Result<T, CallError<E>> {
         let inner = &self.inner;
-        if breaker.admit(Instant::now()) == Admission::Reject {
+        let now = Instant::now();
+        if inner.nodes.as_ref().is_some_and(|n| n.refresh_due(now)) {
+            self.refresh_slots();
+        }
+        if breaker.admit(now) == Admission::Reject {
             return Err(CallError::CircuitOpen);
         }
         let mut generation = None;
@@ -581,8 +618,8 @@ impl RedisClient {
         result
     }
 
-    /// Reads the cluster's slot map again in a task of its own (at most every 500 ms), after a failure: a node
-    /// may have failed over.
+    /// Reads the cluster's slot map again in a task of its own (at most every 500 ms): after a failure (a node
+    /// may have failed over), and every `topology_refresh` (slots may have moved to a new node).
     fn refresh_slots(&self) {
         let Some(nodes) = &self.inner.nodes else {
             return;
@@ -724,6 +761,13 @@ mod tests {
         assert_eq!(
             field(RedisClient::builder("redis://h").failure_threshold(0)),
             "failure_threshold"
+        );
+        assert_eq!(
+            field(
+                RedisClient::cluster_builder(["redis://h:7000"])
+                    .topology_refresh(Duration::from_millis(100))
+            ),
+            "topology_refresh"
         );
         let e = RedisClient::builder("rediss://h")
             .tls(Tls::Disabled("needs the tls feature"))

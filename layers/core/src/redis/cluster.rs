@@ -49,15 +49,17 @@ fn crc16(bytes: &[u8]) -> u16 {
 }
 
 /// The least time between two reads of the slot map.
-const REFRESH_EVERY: Duration = Duration::from_millis(500);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// One circuit breaker per primary, found by slot: a failing node opens its own breaker, and keys in the other
 /// nodes' slots are unaffected. The slot map comes from `CLUSTER SLOTS`, read on connect and again (at most every
-/// 500 ms) after a failure, so a failover's new primary gets a breaker of its own at once.
+/// 500 ms) after a failure, so a failover's new primary gets a breaker of its own at once, and every
+/// `topology_refresh` while calls succeed, so a primary added by a resharding is found without a failure.
 #[derive(Debug)]
 pub(crate) struct Nodes {
     threshold: u32,
     retry_interval: Duration,
+    topology_refresh: Duration,
     state: Mutex<State>,
 }
 
@@ -71,10 +73,15 @@ struct State {
 }
 
 impl Nodes {
-    pub(crate) fn new(threshold: u32, retry_interval: Duration) -> Self {
+    pub(crate) fn new(
+        threshold: u32,
+        retry_interval: Duration,
+        topology_refresh: Duration,
+    ) -> Self {
         Self {
             threshold,
             retry_interval,
+            topology_refresh,
             state: Mutex::new(State::default()),
         }
     }
@@ -127,6 +134,16 @@ impl Nodes {
         state.refreshing = true;
         state.last_refresh = Some(now);
         true
+    }
+
+    /// Whether the slot map is older than `topology_refresh` (and no read is running): the periodic read is due.
+    /// Before the first read (no connection yet) nothing is due: connecting reads it.
+    pub(crate) fn refresh_due(&self, now: Instant) -> bool {
+        let state = self.lock();
+        !state.refreshing
+            && state
+                .last_refresh
+                .is_some_and(|t| now >= t + self.topology_refresh)
     }
 
     /// Ends a refresh claimed with [`claim_refresh`](Self::claim_refresh) (done, failed or timed out).
@@ -186,6 +203,30 @@ impl Nodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slot_map_is_read_again_every_topology_refresh() {
+        let nodes = Nodes::new(3, Duration::from_secs(1), Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert!(
+            !nodes.refresh_due(t0),
+            "nothing is due before the first read"
+        );
+        assert!(nodes.claim_refresh(t0));
+        assert!(
+            !nodes.refresh_due(t0 + Duration::from_secs(60)),
+            "a read is running"
+        );
+        nodes.release_refresh();
+        assert!(!nodes.refresh_due(t0 + Duration::from_secs(9)));
+        assert!(nodes.refresh_due(t0 + Duration::from_secs(10)));
+        // A failure may read it sooner, but not twice within 500 ms.
+        assert!(!nodes.claim_refresh(t0 + Duration::from_millis(499)));
+        assert!(nodes.claim_refresh(t0 + Duration::from_secs(10)));
+        nodes.release_refresh();
+        assert!(!nodes.refresh_due(t0 + Duration::from_secs(19)));
+        assert!(nodes.refresh_due(t0 + Duration::from_secs(20)));
+    }
 
     #[test]
     fn slots_match_the_cluster_specification() {

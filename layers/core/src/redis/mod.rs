@@ -6,6 +6,9 @@
 //! - Redis Cluster: [`RedisClient::cluster_builder`] takes seed nodes; each call whose keys share one hash tag
 //!   ([`RedisClient::run_keyed`], [`slot`]) goes through the circuit breaker of the node serving that slot.
 //! - [`Deadline`]: one deadline per request across all of its Redis calls.
+//! - [`redis_builder_setters!`](crate::redis_builder_setters) and
+//!   [`redis_store_constructors!`](crate::redis_store_constructors): the connection setters of a store's builder
+//!   and the constructors and accessors of a store, written once for every Redis store.
 //! - [`CircuitBreaker`]: after repeated failures requests stop waiting for Redis; one probe per interval finds it
 //!   again.
 
@@ -13,6 +16,7 @@ mod breaker;
 mod client;
 mod cluster;
 mod deadline;
+mod store_macros;
 
 pub use breaker::{Admission, CircuitBreaker, Transition};
 pub use client::{CallError, Connection, Failure, RedisClient, RedisClientBuilder, Tls};

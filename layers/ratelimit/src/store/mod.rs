@@ -31,10 +31,12 @@
 //! in-process store forgets it; the Redis store gives each state a TTL of `tat − now`).
 
 mod memory;
+mod policy_keys;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::{InMemoryStore, InMemoryStoreBuilder, StoreStats};
+pub use policy_keys::PolicyKeys;
 #[cfg(feature = "redis")]
 pub use redis::{
     GCRA_SCRIPT, REDIS_CIRCUIT_OPEN, REDIS_ERRORS, REDIS_SCRIPT_RELOADS, RedisStore,
@@ -43,6 +45,7 @@ pub use redis::{
 
 use crate::{Key, Quota};
 use std::{future::Future, time::Duration};
+use tower_kit_core::ConfigError;
 
 /// The most policies one request can be checked against.
 pub const MAX_POLICIES: usize = 4;
@@ -191,6 +194,17 @@ pub trait RateLimitStore: Send + Sync + 'static {
     fn try_admit_one(&self, check: &Check) -> bool {
         let _ = check;
         false
+    }
+
+    /// Called by the layer's builder with its policies: a store that cannot decide them as one all-or-nothing
+    /// request refuses them here, so the mistake is a [`ConfigError`] at start-up, not a failure per request. A
+    /// Redis store on a cluster refuses policies that key requests differently (their states would live in two
+    /// slots, which one script cannot touch).
+    ///
+    /// The default accepts any policies.
+    fn check_policies(&self, policies: &PolicyKeys<'_>) -> Result<(), ConfigError> {
+        let _ = policies;
+        Ok(())
     }
 }
 

@@ -1,13 +1,17 @@
 //! The Redis store: one quota shared by every server, decided in one round trip by a Lua script.
 
-use super::{CheckRequest, Decision, MAX_POLICIES, PolicyId, PolicyOutcome, RateLimitStore, gcra};
+use super::{
+    CheckRequest, Decision, MAX_POLICIES, PolicyId, PolicyKeys, PolicyOutcome, RateLimitStore, gcra,
+};
 use crate::{Key, Quota};
 use futures_util::FutureExt;
 use redis::{Cmd, ErrorKind, ServerErrorKind, aio::ConnectionLike};
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 use tower_kit_core::{
     ConfigError,
-    redis::{CallError, CircuitBreaker, Deadline, Failure, RedisClient, TimedOut, Tls, Transition},
+    redis::{
+        CallError, Deadline, Failure, RedisClient, RedisClientBuilder, TimedOut, Tls, Transition,
+    },
 };
 
 /// The Lua script the store runs (`EVALSHA`), with its argument layout in its header comment. It mirrors
@@ -15,10 +19,6 @@ use tower_kit_core::{
 pub const GCRA_SCRIPT: &str = include_str!("gcra.lua");
 
 const DEFAULT_PREFIX: &str = "tower-kit:rl:";
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
-const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 const NANOS: u64 = 1_000_000_000;
 
 /// Counter: failed Redis round trips of the Redis store, by `kind` (`timeout`, `connection`, `server`, `reply`,
@@ -39,9 +39,12 @@ pub const REDIS_SCRIPT_RELOADS: &str = "tower_kit.ratelimit.redis.script_reloads
 ///   back to a full quota expires by itself.
 /// - **Redis Cluster** ([`cluster_builder`](RedisStore::cluster_builder)): a state lives at
 ///   `<prefix>{<key>}:<policy id>`; the `{…}` hash tag puts every policy of one client in one slot, so a request
-///   whose policies share the key is one script on one shard. Policies keyed differently in one layer touch two
-///   slots: on a cluster such a request fails with [`RedisStoreError::CrossSlot`] (decided by the failure policy)
-///   instead of being decided half; give them separate layers. Each node has its own circuit breaker.
+///   whose policies share the key is one script on one shard. Policies keyed differently in one layer would touch
+///   two slots: the layer's `build()` refuses them on a cluster with a `ConfigError` naming `policy`
+///   ([`check_policies`](RateLimitStore::check_policies)); give them separate layers. Should a request's keys
+///   still differ (two `custom` extractors, which cannot be compared), it fails with
+///   [`RedisStoreError::CrossSlot`] (decided by the failure policy) instead of being decided half. Each node has
+///   its own circuit breaker.
 /// - **One multiplexed connection**, shared by every request (concurrent checks are pipelined on it), with a
 ///   connect timeout and a per-decision timeout ([`timeout`](RedisStoreBuilder::timeout), default 100 ms: no
 ///   request waits longer for the limiter).
@@ -76,14 +79,9 @@ struct Inner {
 #[derive(Debug)]
 #[must_use]
 pub struct RedisStoreBuilder {
-    url: String,
-    /// Seed nodes of a Redis Cluster (empty: `url` names one server).
-    cluster_nodes: Vec<String>,
+    /// The connection: a single server or a cluster's seed nodes, timeouts, circuit breaker.
+    redis: RedisClientBuilder,
     prefix: String,
-    timeout: Duration,
-    connect_timeout: Duration,
-    failure_threshold: u32,
-    retry_interval: Duration,
 }
 
 /// Why the Redis store could not decide.
@@ -101,7 +99,9 @@ pub enum RedisStoreError {
     /// No tokio runtime to run the connection on.
     NoRuntime,
     /// On a Redis Cluster, one request's policies keyed it differently: their states live in different slots,
-    /// which one script cannot touch. Give policies that share a layer the same key extractor.
+    /// which one script cannot touch. Give policies that share a layer the same key extractor. (The layer's
+    /// `build()` already refuses policies whose extractors differ; this remains for `custom` extractors, which it
+    /// cannot compare.)
     CrossSlot,
 }
 
@@ -197,54 +197,7 @@ impl RedisStoreError {
 }
 
 impl RedisStore {
-    /// A store on `url` (`redis://[user:password@]host[:port][/db]`; `rediss://` with the `redis-tls` feature)
-    /// with the defaults. Nothing is connected yet: the first request connects.
-    pub fn new(url: &str) -> Result<Self, ConfigError> {
-        Self::builder(url).build()
-    }
-
-    /// A store on a Redis Cluster (or a Valkey cluster) given some of its nodes (`redis://host:port`), with the
-    /// defaults: see [`cluster_builder`](Self::cluster_builder).
-    pub fn cluster<S: Into<String>>(
-        nodes: impl IntoIterator<Item = S>,
-    ) -> Result<Self, ConfigError> {
-        Self::cluster_builder(nodes).build()
-    }
-
-    /// A builder on a Redis Cluster, given some of its nodes (at least one must answer when the first request
-    /// connects; the others are discovered). Every state of one client key shares the key's hash tag, so each
-    /// decision is one script on one shard; the script is loaded on demand on the shard that answers `NOSCRIPT`;
-    /// each node has its own circuit breaker, so a failed primary only fails the keys in its slots.
-    pub fn cluster_builder<S: Into<String>>(
-        nodes: impl IntoIterator<Item = S>,
-    ) -> RedisStoreBuilder {
-        let mut builder = Self::builder(String::new());
-        builder.cluster_nodes = nodes.into_iter().map(Into::into).collect();
-        builder
-    }
-
-    /// Whether the store is on a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.inner.redis.is_cluster()
-    }
-
-    /// The cluster nodes whose circuit breaker is open, as `host:port` (empty on a single server).
-    pub fn open_nodes(&self) -> Vec<String> {
-        self.inner.redis.open_nodes()
-    }
-
-    /// A builder on `url`: key prefix, timeouts, circuit breaker.
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            url: url.into(),
-            cluster_nodes: Vec::new(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            retry_interval: DEFAULT_RETRY_INTERVAL,
-        }
-    }
+    tower_kit_core::redis_store_constructors!(RedisStoreBuilder, inner.redis);
 
     /// The Redis key of one `(policy, key)` state: `<prefix>{<key>}:<policy id as 16 hex digits>`.
     pub fn redis_key(&self, policy: PolicyId, key: &Key) -> String {
@@ -254,12 +207,6 @@ impl RedisStore {
     /// The SHA-1 of [`GCRA_SCRIPT`] (what `EVALSHA` runs).
     pub fn script_sha(&self) -> &str {
         &self.inner.sha
-    }
-
-    /// The circuit breaker ([`is_open`](CircuitBreaker::is_open): Redis failed repeatedly; requests do not wait
-    /// for it).
-    pub fn breaker(&self) -> &CircuitBreaker {
-        self.inner.redis.breaker()
     }
 
     /// Decides with `now` (nanoseconds since the Unix epoch) instead of the Redis server's clock. For tests that
@@ -285,37 +232,23 @@ impl RedisStore {
 }
 
 impl RedisStoreBuilder {
+    fn from_redis(redis: RedisClientBuilder) -> Self {
+        Self {
+            redis,
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
     /// Prefix of every key (default `tower-kit:rl:`; no `{` or `}`). Servers sharing a quota need the same one.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
-    /// The longest a request waits for a decision, connecting included (default 100 ms). After it the request is
-    /// decided by the layer's [`StoreFailure`](crate::StoreFailure) policy.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The longest one connection attempt may take (default 1 s). It runs in its own task, so it may outlast the
-    /// requests that wait for it (which give up after [`timeout`](Self::timeout)).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Consecutive failures that open the circuit breaker (default 3; at least 1).
-    pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.failure_threshold = failures;
-        self
-    }
-
-    /// While the breaker is open, how often one request probes Redis (default 1 s).
-    pub fn retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
-        self
-    }
+    tower_kit_core::redis_builder_setters!(
+        redis,
+        "The request is then decided by the layer's [`StoreFailure`](crate::StoreFailure) policy."
+    );
 
     /// Checks the settings and makes the store (no I/O: the first request connects).
     pub fn build(self) -> Result<RedisStore, ConfigError> {
@@ -335,11 +268,10 @@ impl RedisStoreBuilder {
                 "rediss:// (TLS) needs the `redis-tls` cargo feature of tower-kit-ratelimit",
             )
         };
-        let cluster = !self.cluster_nodes.is_empty();
-        let redis = if cluster {
-            RedisClient::cluster_builder(self.cluster_nodes)
+        let redis = if self.redis.is_cluster() {
+            self.redis
         } else {
-            RedisClient::builder(self.url)
+            self.redis
                 // Loaded once per connection; `NOSCRIPT` later (restart, SCRIPT FLUSH) loads it again. A cluster
                 // loads it on demand, shard by shard (a down primary must not fail the connection).
                 .on_connect(|mut connection| {
@@ -347,10 +279,6 @@ impl RedisStoreBuilder {
                 })
         };
         let redis = redis
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .failure_threshold(self.failure_threshold)
-            .retry_interval(self.retry_interval)
             .tls(tls)
             .on_transition(|transition| match transition {
                 Transition::Opened => {
@@ -553,6 +481,22 @@ impl RateLimitStore for RedisStore {
 
     fn check(&self, request: &CheckRequest<'_>) -> Self::Future {
         self.start(request, None)
+    }
+
+    /// On a cluster, the policies of one layer must key requests the same way: one request's states then share
+    /// the client key's hash tag, so one script on one shard decides them all-or-nothing.
+    fn check_policies(&self, policies: &PolicyKeys<'_>) -> Result<(), ConfigError> {
+        match policies.keyed_differently() {
+            Some((a, b)) if self.is_cluster() => Err(ConfigError::new(
+                "policy",
+                format!(
+                    "on a Redis Cluster, the policies of one layer must key requests the same way: {a:?} and \
+                     {b:?} do not (their states would live in different slots, which one script cannot touch \
+                     all-or-nothing); give them the same key extractor, or put them in separate layers"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
