@@ -42,4 +42,4 @@ done
 for layer in timing ratelimit concurrency gzip cache batch; do
   run "without $layer" --disable "$layer"
 done
-run "all layers off" --disable timing,ratelimit,concurrency,gzip,cache,batch
+run "all layers off" --disable timing,ratelimit,concurrency,compression,cache,batch

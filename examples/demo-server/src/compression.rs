@@ -1,5 +1,6 @@
-//! Gzip: responses compressed for clients that accept it, gzip uploads decoded, and `GET /api/events`, a
-//! server-sent event stream whose events are compressed and still arrive on time (flushed one by one).
+//! Compression: responses compressed with the coding each client prefers (zstd, Brotli, gzip or deflate), uploads in
+//! any of those codings decoded, and `GET /api/events`, a server-sent event stream whose events are compressed and
+//! still arrive on time (flushed one by one).
 //!
 //! `/health` and `/metrics` are outside request decoding: a probe or scraper that sends a `Content-Encoding` header
 //! is never refused. `/api/events` has its own cap on open streams (`--events-max-in-flight`): each open compressed
@@ -19,21 +20,36 @@ use tower_kit_compression::{CompressionLayer, RequestDecompressionLayer};
 use tower_kit_concurrency::ConcurrencyLayer;
 use tower_layer::Stack;
 
-/// Flags of the gzip layers.
+/// Flags of the compression layers. The `--gzip-*` spellings of the first three are accepted as hidden aliases.
 #[derive(Debug, Clone, clap::Args)]
-#[group(id = "gzip_args")]
+#[group(id = "compression_args")]
 pub struct Args {
     /// Responses smaller than this many bytes are sent uncompressed.
-    #[arg(long, env = "GZIP_MIN_SIZE", default_value_t = tower_kit_compression::DEFAULT_MIN_SIZE)]
-    pub gzip_min_size: u64,
+    #[arg(
+        long,
+        alias = "gzip-min-size",
+        env = "COMPRESSION_MIN_SIZE",
+        default_value_t = tower_kit_compression::DEFAULT_MIN_SIZE
+    )]
+    pub compression_min_size: u64,
 
-    /// libdeflate level for bodies of known size, 1 (fastest) to 12 (smallest).
-    #[arg(long, env = "GZIP_LEVEL", default_value_t = tower_kit_compression::DEFAULT_GZIP_LEVEL)]
-    pub gzip_level: u32,
+    /// libdeflate level of gzip bodies of known size, 1 (fastest) to 12 (smallest).
+    #[arg(
+        long,
+        alias = "gzip-level",
+        env = "COMPRESSION_GZIP_LEVEL",
+        default_value_t = tower_kit_compression::DEFAULT_GZIP_LEVEL
+    )]
+    pub compression_gzip_level: u32,
 
-    /// Largest decoded gzip request body accepted, in bytes; larger uploads get 413.
-    #[arg(long, env = "GZIP_MAX_DECODED", default_value_t = tower_kit_compression::DEFAULT_MAX_DECODED)]
-    pub gzip_max_decoded: usize,
+    /// Largest decoded request body accepted (any coding), in bytes; larger uploads get 413.
+    #[arg(
+        long,
+        alias = "gzip-max-decoded",
+        env = "COMPRESSION_MAX_DECODED",
+        default_value_t = tower_kit_compression::DEFAULT_MAX_DECODED
+    )]
+    pub compression_max_decoded: usize,
 
     /// The most `GET /api/events` streams open at once; more get 503 with `Retry-After`.
     #[arg(long, env = "EVENTS_MAX_IN_FLIGHT", default_value_t = DEFAULT_EVENTS_MAX_IN_FLIGHT)]
@@ -46,9 +62,9 @@ pub const DEFAULT_EVENTS_MAX_IN_FLIGHT: usize = 256;
 impl Default for Args {
     fn default() -> Self {
         Self {
-            gzip_min_size: tower_kit_compression::DEFAULT_MIN_SIZE,
-            gzip_level: tower_kit_compression::DEFAULT_GZIP_LEVEL,
-            gzip_max_decoded: tower_kit_compression::DEFAULT_MAX_DECODED,
+            compression_min_size: tower_kit_compression::DEFAULT_MIN_SIZE,
+            compression_gzip_level: tower_kit_compression::DEFAULT_GZIP_LEVEL,
+            compression_max_decoded: tower_kit_compression::DEFAULT_MAX_DECODED,
             events_max_in_flight: DEFAULT_EVENTS_MAX_IN_FLIGHT,
         }
     }
@@ -57,8 +73,8 @@ impl Default for Args {
 /// Response compression with the demo's settings (also used inside the cache, on the cached routes).
 pub fn response_layer(args: &Args) -> Result<CompressionLayer, tower_kit::core::ConfigError> {
     CompressionLayer::builder()
-        .min_size(args.gzip_min_size)
-        .gzip_level(args.gzip_level)
+        .min_size(args.compression_min_size)
+        .gzip_level(args.compression_gzip_level)
         .build()
 }
 
@@ -73,7 +89,7 @@ pub fn layers(
 ) -> Result<Stack<RequestDecompressionLayer, CompressionLayer>, ConfigError> {
     let response = response_layer(args)?;
     let request = RequestDecompressionLayer::builder()
-        .max_decoded(args.gzip_max_decoded)
+        .max_decoded(args.compression_max_decoded)
         .exempt(|parts| is_exempt_from_decoding(parts.uri.path()))
         .build()?;
     Ok(Stack::new(request, response))

@@ -12,8 +12,9 @@ pub enum LayerName {
     Ratelimit,
     /// The global concurrency limit (`/api/slow` keeps its own).
     Concurrency,
-    /// Gzip compression of responses and decoding of request bodies.
-    Gzip,
+    /// Compression of responses and decoding of request bodies (`gzip` is accepted as an alias).
+    #[value(alias = "gzip")]
+    Compression,
     /// Batching of `/api/items/{id}` lookups (one query per request when off).
     Batch,
     /// The response cache on `/api/items` and `/api/report`.
@@ -33,7 +34,7 @@ pub struct Config {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// Layers to turn off, comma-separated (e.g. `gzip,ratelimit`); all are on by default.
+    /// Layers to turn off, comma-separated (e.g. `compression,ratelimit`); all are on by default.
     #[arg(long, env = "DISABLE", value_enum, value_delimiter = ',')]
     pub disable: Vec<LayerName>,
 
@@ -43,7 +44,7 @@ pub struct Config {
     pub log_format: crate::observability::LogFormat,
 
     /// A TOML file of settings whose keys are the long flag names without `--` (`rate-limit = 50`,
-    /// `disable = ["gzip"]`). Flags and environment variables take precedence over it.
+    /// `disable = ["compression"]`). Flags and environment variables take precedence over it.
     #[arg(long, env = "CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -67,9 +68,9 @@ pub struct Config {
     #[command(flatten)]
     pub concurrency: crate::concurrency::Args,
 
-    /// Gzip flags.
+    /// Compression flags.
     #[command(flatten)]
-    pub gzip: crate::compression::Args,
+    pub compression: crate::compression::Args,
 
     /// Connection flags: header and idle timeouts, connection cap, listen backlog, HTTP/2 settings.
     #[command(flatten)]
@@ -90,7 +91,7 @@ impl Config {
             batch: crate::batch::Args::for_tests(),
             ratelimit: crate::ratelimit::Args::default(),
             concurrency: crate::concurrency::Args::default(),
-            gzip: crate::compression::Args::default(),
+            compression: crate::compression::Args::default(),
             server: crate::server::Args::default(),
         }
     }
@@ -140,14 +141,28 @@ fn config_file_args(text: &str, command_line: &[OsString]) -> Result<Vec<OsStrin
     let command = Config::command();
     let mut out = Vec::new();
     for (key, value) in table {
+        // A flag's old spelling (a hidden alias such as `gzip-min-size`) is a key too.
         let arg = command
             .get_arguments()
-            .find(|a| a.get_long() == Some(key.as_str()))
+            .find(|a| {
+                a.get_long() == Some(key.as_str())
+                    || a.get_all_aliases()
+                        .is_some_and(|aliases| aliases.contains(&key.as_str()))
+            })
             .ok_or_else(|| config_error(format!("config file: unknown setting `{key}`")))?;
         let flag = format!("--{key}");
+        let spellings: Vec<String> = arg
+            .get_long()
+            .into_iter()
+            .chain(arg.get_all_aliases().unwrap_or_default())
+            .map(|long| format!("--{long}"))
+            .collect();
         let on_command_line = command_line.iter().any(|a| {
-            a.to_str()
-                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+            a.to_str().is_some_and(|a| {
+                spellings
+                    .iter()
+                    .any(|f| a == f || a.starts_with(&format!("{f}=")))
+            })
         });
         let in_environment = arg
             .get_env()
@@ -218,7 +233,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("demo-config-{}.toml", std::process::id()));
         std::fs::write(
             &dir,
-            "listen = \"127.0.0.1:4999\"\nrate-limit = 7\ndisable = [\"gzip\", \"batch\"]\ndrain-timeout = \"3s\"\n",
+            "listen = \"127.0.0.1:4999\"\nrate-limit = 7\ndisable = [\"compression\", \"batch\"]\ndrain-timeout = \"3s\"\n",
         )
         .unwrap();
         let path = dir.to_str().unwrap();
@@ -230,7 +245,7 @@ mod tests {
             "the flag wins over the file"
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
-        assert!(!c.enabled(LayerName::Gzip) && !c.enabled(LayerName::Batch));
+        assert!(!c.enabled(LayerName::Compression) && !c.enabled(LayerName::Batch));
         assert!(!c.batch.batch_lookups, "--disable batch turns batching off");
         assert!(c.enabled(LayerName::Timing));
 
@@ -250,6 +265,61 @@ mod tests {
         let c = Config::load_from(["demo-server", "--disable", "cache"]).unwrap();
         assert!(!c.cache.enabled);
         assert!(Config::load_from(["demo-server", "--disable", "everything"]).is_err());
+    }
+
+    #[test]
+    fn compression_flags_keep_their_gzip_spellings_as_aliases() {
+        let c = Config::load_from([
+            "demo-server",
+            "--compression-min-size",
+            "2000",
+            "--compression-gzip-level",
+            "5",
+            "--compression-max-decoded",
+            "4096",
+        ])
+        .unwrap();
+        assert_eq!(c.compression.compression_min_size, 2000);
+        assert_eq!(c.compression.compression_gzip_level, 5);
+        assert_eq!(c.compression.compression_max_decoded, 4096);
+        let old = Config::load_from([
+            "demo-server",
+            "--gzip-min-size",
+            "2000",
+            "--gzip-level=5",
+            "--gzip-max-decoded",
+            "4096",
+            "--disable",
+            "gzip",
+        ])
+        .unwrap();
+        assert_eq!(old.compression.compression_min_size, 2000);
+        assert_eq!(old.compression.compression_gzip_level, 5);
+        assert_eq!(old.compression.compression_max_decoded, 4096);
+        assert_eq!(old.disable, vec![LayerName::Compression]);
+        let c = Config::load_from(["demo-server", "--disable", "compression"]).unwrap();
+        assert!(!c.enabled(LayerName::Compression));
+        // The old spelling works in a config file too, and the new one on the command line still wins over it.
+        let file = std::env::temp_dir().join(format!("demo-alias-{}.toml", std::process::id()));
+        std::fs::write(&file, "gzip-min-size = 3000\ngzip-level = 4\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::load_from([
+            "demo-server",
+            "--config",
+            path,
+            "--compression-gzip-level",
+            "9",
+        ])
+        .unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(c.compression.compression_min_size, 3000);
+        assert_eq!(c.compression.compression_gzip_level, 9);
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("--compression-min-size"), "{help}");
+        assert!(
+            !help.contains("--gzip-"),
+            "the old spellings are hidden: {help}"
+        );
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn summary(config: &Config) -> serde_json::Value {
             "cache": on(LayerName::Cache),
             "ratelimit": on(LayerName::Ratelimit),
             "concurrency": on(LayerName::Concurrency),
-            "compression": on(LayerName::Gzip),
+            "compression": on(LayerName::Compression),
             "batch": on(LayerName::Batch),
         },
         "ratelimit": {

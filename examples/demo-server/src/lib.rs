@@ -52,18 +52,18 @@ pub fn app(
             config.ratelimit.redis_target(),
             // Compressed inside the cache too, so cache hits are served already compressed.
             config
-                .enabled(LayerName::Gzip)
-                .then(|| compression::response_layer(&config.gzip))
+                .enabled(LayerName::Compression)
+                .then(|| compression::response_layer(&config.compression))
                 .transpose()?,
         )?)
         .merge(batch::router(&config.batch, pool))
         .merge(concurrency::router(&config.concurrency)?)
         .merge(timing::router(stats, &config.timing))
-        .merge(compression::router(&config.gzip)?)
+        .merge(compression::router(&config.compression)?)
         .fallback(not_found);
     // Innermost of the global layers: compression runs inside the concurrency limit, which bounds its CPU.
-    if config.enabled(LayerName::Gzip) {
-        router = router.layer(compression::layers(&config.gzip)?);
+    if config.enabled(LayerName::Compression) {
+        router = router.layer(compression::layers(&config.compression)?);
     }
     // Global concurrency limit (/health, /metrics exempt); inside the rate limit, so refused calls take no slot.
     if config.enabled(LayerName::Concurrency) {

@@ -3,7 +3,7 @@
 use demo_server::{Config, observability, serve, server};
 
 /// jemalloc with background purging: memory freed after a burst (thousands of event streams) goes back to the
-/// OS within seconds; the book's gzip chapter ("Memory") has the figures.
+/// OS within seconds; the book's compression chapter ("Memory") has the figures.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -16,7 +16,7 @@ async fn start(events_max_in_flight: usize) -> (SocketAddr, oneshot::Sender<()>)
         .build_recorder()
         .handle();
     let mut config = demo_server::Config::for_tests();
-    config.gzip.events_max_in_flight = events_max_in_flight;
+    config.compression.events_max_in_flight = events_max_in_flight;
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(demo_server::serve(listener, config, metrics, async move {
         let _ = stopped.await;

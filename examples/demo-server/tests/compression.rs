@@ -1,5 +1,5 @@
-//! The demo's gzip module over a real socket: `/api/items` compressed, `/health` untouched, `/api/events`
-//! compressed and each event on time.
+//! The demo's compression module over a real socket: `/api/items` compressed in each client's coding, `/health`
+//! untouched, `/api/events` compressed and each event on time.
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
