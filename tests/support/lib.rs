@@ -8,6 +8,8 @@
 //! `cluster-require-full-coverage no`), made with `redis-cli --cluster create`, whose nodes a test can kill and
 //! restart one by one. [`redis_cli`] runs the `redis-cli` it uses (from `REDIS_CLI_BIN` or `PATH`).
 //!
+//! [`Rng`]: a tiny deterministic generator (xorshift64*) for randomised tests.
+//!
 //! ```no_run
 //! let server = tower_kit_test_support::RedisServer::start();
 //! let url = server.url(); // redis://127.0.0.1:<port>/
@@ -16,6 +18,8 @@
 
 mod redis_cluster;
 mod redis_server;
+mod rng;
 
 pub use redis_cluster::{MISSING_CLI, RedisCluster, redis_cli};
 pub use redis_server::RedisServer;
+pub use rng::Rng;

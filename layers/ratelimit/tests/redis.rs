@@ -23,7 +23,7 @@ use tower_kit_ratelimit::{
     StoreFailure,
     store::{Check, CheckRequest, Decision, PolicyId, PolicyOutcome, gcra},
 };
-use tower_kit_test_support::RedisServer;
+use tower_kit_test_support::{RedisServer, Rng};
 
 /// Generous scheduling slack for a busy 2-core machine, on top of a store's timeout in the latency bounds.
 const SLACK: Duration = Duration::from_secs(1);
@@ -122,29 +122,6 @@ async fn redis_store_passes_the_suite() {
     run_suite(&harness).await;
 }
 
-/// A tiny deterministic generator (xorshift64*), so a failing case can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// A value with a random magnitude (small, realistic and extreme ones all show up).
-    fn magnitude(&mut self) -> u64 {
-        let bits = self.below(65) as u32;
-        if bits == 0 {
-            0
-        } else {
-            self.next() >> (64 - bits)
-        }
-    }
-}
-
 /// The semantics of the store module docs, written out: every check by `gcra`, all-or-nothing.
 fn reference(
     tats: &[Option<u64>],
@@ -191,7 +168,7 @@ async fn the_script_matches_gcra_exactly() {
     let store = store(&server);
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let epoch_now = 1_750_000_000_123_456_789u64;
     let mut admitted_cases = 0;
     for case in 0..3000u32 {
