@@ -10,6 +10,7 @@ use std::{
 
 /// What the breaker lets a request do ([`CircuitBreaker::admit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Admission {
     /// Closed: go ahead.
     Pass,
@@ -22,6 +23,7 @@ pub enum Admission {
 /// What a success or a failure changed ([`CircuitBreaker::success`], [`CircuitBreaker::failure`]): for logs and
 /// gauges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Transition {
     /// Nothing changed.
     None,

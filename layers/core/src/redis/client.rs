@@ -84,6 +84,7 @@ impl ConnectionLike for Connection {
 
 /// Whether `rediss://` URLs are accepted ([`RedisClientBuilder::tls`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Tls {
     /// `rediss://` URLs connect over TLS.
     Enabled,
