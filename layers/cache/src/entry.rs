@@ -43,7 +43,8 @@ pub struct Entry {
     pub shared_with_authorization: bool,
     /// The response said `no-cache`: it is validated with the origin before every use.
     pub no_cache: bool,
-    /// The response said `must-revalidate`, `proxy-revalidate` or `s-maxage`: once stale it is never served
+    /// The response said `must-revalidate`, `proxy-revalidate` or `s-maxage`, or its status is not heuristically
+    /// cacheable (RFC 9110 §15.1: it was stored only on its explicit freshness): once stale it is never served
     /// without validation (no `stale-while-revalidate`, `stale-if-error` or `max-stale`).
     pub must_revalidate: bool,
     /// The response's `stale-while-revalidate` (RFC 5861), if it had one.

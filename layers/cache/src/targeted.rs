@@ -433,6 +433,38 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any field value: no panic, and a dictionary that parses still parses with its members serialised again
+        /// (keys and integer or boolean values; others as tokens).
+        #[test]
+        fn any_input_parses_or_is_invalid(text in "[ -~\t]{0,40}") {
+            if let Ok(members) = parse_dictionary(&text) {
+                let again: Vec<String> = members
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Item::Integer(n) => format!("{k}={n}"),
+                        Item::Boolean(true) => (*k).to_owned(),
+                        Item::Boolean(false) => format!("{k}=?0"),
+                        _ => format!("{k}=t"),
+                    })
+                    .collect();
+                let reparsed = parse_dictionary(&again.join(", ")).map(|m| m.len());
+                proptest::prop_assert_eq!(reparsed, Ok(members.len()));
+            }
+            let _ = directives(&headers(&[("cdn-cache-control", text.trim())]), &names(&["cdn-cache-control"]));
+        }
+
+        /// Dictionaries of directives written out are always valid and read back as written.
+        #[test]
+        fn written_dictionaries_read_back(age in 0i64..999_999_999_999_999, off in proptest::bool::ANY) {
+            let text = format!("max-age={age};p=1, no-store={}", if off { "?0" } else { "?1" });
+            let d = directives(&headers(&[("cdn-cache-control", &text)]), &names(&["cdn-cache-control"]));
+            let d = d.expect("valid");
+            proptest::prop_assert_eq!(d.max_age, Some(Duration::from_secs(age.unsigned_abs().min(1 << 31))));
+            proptest::prop_assert_eq!(d.no_store, !off);
+        }
+    }
+
     #[test]
     fn the_first_valid_configured_field_wins() {
         let list = names(&["acme-cache-control", "cdn-cache-control"]);
