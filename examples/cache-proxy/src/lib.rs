@@ -22,8 +22,15 @@
 //!   client's connection is aborted.
 //!
 //! Durations are written `500ms`, `2s`, `1m` ([`UpstreamTimeouts`] in code). An upstream that refuses the
-//! connection or cannot be reached gives `502 Bad Gateway` at once; so does a malformed response. Where a stored
-//! response allows it (`stale-if-error`), the cache answers with it instead of the `502` or `504`.
+//! connection or cannot be reached gives `502 Bad Gateway` at once; so does a malformed response. Each of these
+//! failures reaches the cache as the inner service's error, which the cache reads as "the origin could not be
+//! reached" (RFC 9111 §4.2.4): a stored response that has gone stale answers instead of the `502` or `504`, within
+//! its `stale-if-error` or the cache's `stale_if_disconnected` window (default one hour), unless it says
+//! `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`: then the cache answers `504 Gateway Timeout`
+//! itself. An upstream's own `5xx` answer is an answer, not a disconnection.
+//!
+//! Stored complete responses answer `Range` requests (`206`, `416`, `If-Range` with strong validators), and a `206`
+//! from the upstream is stored and combined with later parts: see the crate's README.
 //!
 //! The response head is forwarded when the first chunk of its body has arrived, so that a malformed first chunk or
 //! an upstream silent after its head still gets an error response. Once the head has been sent, an error in the body
@@ -76,7 +83,7 @@ pub struct Args {
     pub upstream_connect_timeout: Duration,
 
     /// The longest wait for the upstream's response head, counted from the last request byte sent to it; then 504
-    /// Gateway Timeout (or a stored response its stale-if-error allows).
+    /// Gateway Timeout (or a stored response that may be served stale).
     #[arg(long, env = "CACHE_PROXY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 

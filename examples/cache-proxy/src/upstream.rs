@@ -43,7 +43,7 @@ use tokio::{
 use tower_service::Service;
 
 /// How long the proxy waits for the upstream at each step. Every limit answers the client `504 Gateway Timeout`
-/// (or a stored response, where its `stale-if-error` allows) when it is reached before the response head was sent,
+/// (or a stored response that may be served stale) when it is reached before the response head was sent,
 /// and aborts the client's connection when it is reached while the body streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTimeouts {
