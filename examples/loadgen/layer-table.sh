@@ -39,7 +39,7 @@ echo "|---|---|---|---|---|"
 for coding in zstd br gzip deflate identity; do
   ACCEPT=$coding run "all layers on, accept-encoding: $coding"
 done
-for layer in timing ratelimit concurrency gzip cache batch; do
+for layer in timing ratelimit concurrency compression cache batch; do
   run "without $layer" --disable "$layer"
 done
 run "all layers off" --disable timing,ratelimit,concurrency,compression,cache,batch
