@@ -47,7 +47,7 @@ pub(crate) struct StoreFill<St> {
     pub(crate) generation: u64,
     /// The request's Redis deadline: the writes get what its lookups left.
     pub(crate) deadline: Deadline,
-    /// For a `206`: the stored part it may be combined with (RFC 9111 §3.4).
+    /// For a `206`: the stored response (a part, or a complete `200`) it may be combined with (RFC 9111 §3.4).
     pub(crate) combine: Option<Arc<Entry>>,
 }
 
@@ -64,7 +64,7 @@ impl<St: Store> FillSink for StoreFill<St> {
             }
             if let Some(old) = &this.combine
                 && let Some((merged, merged_body)) =
-                    range::combine(&old.headers, &old.body, &t.headers, &body)
+                    range::combine(old.status, &old.headers, &old.body, &t.headers, &body)
             {
                 let (status, mut headers) = range::combined_head(&t.headers, merged);
                 if status == StatusCode::OK && this.shared.config.ranges {

@@ -275,16 +275,27 @@ fn own(text: String) -> HeaderValue {
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// A new `206` part combined with a stored one (RFC 9111 §3.4): both must carry the same strong `ETag` and the same
-/// complete length, and touch or overlap. The result is the combined part (the new part's bytes win where they
-/// overlap) and its body; the caller takes every other header field from the new response.
+/// A new `206` part combined with a stored response (RFC 9111 §3.4): a stored `206` part, or a stored complete
+/// `200` (the whole representation as one part). Both must carry the same strong `ETag` and the same complete
+/// length, and touch or overlap. The result is the combined part (the new part's bytes win where they overlap) and
+/// its body; the caller takes every other header field from the new response.
 pub(crate) fn combine(
+    stored_status: StatusCode,
     stored: &HeaderMap,
     stored_body: &Bytes,
     new: &HeaderMap,
     new_body: &Bytes,
 ) -> Option<(Part, Bytes)> {
-    let (old, fresh) = (part(stored)?, part(new)?);
+    let old = match stored_status {
+        StatusCode::OK if !stored_body.is_empty() => Part {
+            first: 0,
+            last: stored_body.len() as u64 - 1,
+            complete: stored_body.len() as u64,
+        },
+        StatusCode::PARTIAL_CONTENT => part(stored)?,
+        _ => return None,
+    };
+    let fresh = part(new)?;
     let (a, b) = (etag(stored)?, etag(new)?);
     if !a.strong_eq(&b) || old.complete != fresh.complete {
         return None;
@@ -588,12 +599,19 @@ mod tests {
         let b = |s: &'static str| Bytes::from_static(s.as_bytes());
         let old = head("bytes 0-3/10", "\"a\"");
         // Adjacent.
-        let (p, body) =
-            combine(&old, &b("0123"), &head("bytes 4-6/10", "\"a\""), &b("456")).unwrap();
+        let (p, body) = combine(
+            StatusCode::PARTIAL_CONTENT,
+            &old,
+            &b("0123"),
+            &head("bytes 4-6/10", "\"a\""),
+            &b("456"),
+        )
+        .unwrap();
         assert_eq!((p.first, p.last), (0, 6));
         assert_eq!(body, "0123456");
         // Overlapping, the new part's bytes win; and the new part before the old one.
         let (p, body) = combine(
+            StatusCode::PARTIAL_CONTENT,
             &head("bytes 4-9/10", "\"a\""),
             &b("456789"),
             &head("bytes 2-5/10", "\"a\""),
@@ -603,15 +621,40 @@ mod tests {
         assert_eq!((p.first, p.last), (2, 9));
         assert_eq!(body, "23XY6789");
         // The new part inside the old one.
-        let (_, body) =
-            combine(&old, &b("0123"), &head("bytes 1-2/10", "\"a\""), &b("ab")).unwrap();
+        let (_, body) = combine(
+            StatusCode::PARTIAL_CONTENT,
+            &old,
+            &b("0123"),
+            &head("bytes 1-2/10", "\"a\""),
+            &b("ab"),
+        )
+        .unwrap();
         assert_eq!(body, "0ab3");
         // A gap, another ETag, a weak ETag, another length, a short body: not combined.
-        assert!(combine(&old, &b("0123"), &head("bytes 5-6/10", "\"a\""), &b("56")).is_none());
-        assert!(combine(&old, &b("0123"), &head("bytes 4-6/10", "\"b\""), &b("456")).is_none());
+        assert!(
+            combine(
+                StatusCode::PARTIAL_CONTENT,
+                &old,
+                &b("0123"),
+                &head("bytes 5-6/10", "\"a\""),
+                &b("56")
+            )
+            .is_none()
+        );
+        assert!(
+            combine(
+                StatusCode::PARTIAL_CONTENT,
+                &old,
+                &b("0123"),
+                &head("bytes 4-6/10", "\"b\""),
+                &b("456")
+            )
+            .is_none()
+        );
         let weak = head("bytes 4-6/10", "W/\"a\"");
         assert!(
             combine(
+                StatusCode::PARTIAL_CONTENT,
                 &head("bytes 0-3/10", "W/\"a\""),
                 &b("0123"),
                 &weak,
@@ -619,8 +662,75 @@ mod tests {
             )
             .is_none()
         );
-        assert!(combine(&old, &b("0123"), &head("bytes 4-6/11", "\"a\""), &b("456")).is_none());
-        assert!(combine(&old, &b("012"), &head("bytes 4-6/10", "\"a\""), &b("456")).is_none());
+        assert!(
+            combine(
+                StatusCode::PARTIAL_CONTENT,
+                &old,
+                &b("0123"),
+                &head("bytes 4-6/11", "\"a\""),
+                &b("456")
+            )
+            .is_none()
+        );
+        assert!(
+            combine(
+                StatusCode::PARTIAL_CONTENT,
+                &old,
+                &b("012"),
+                &head("bytes 4-6/10", "\"a\""),
+                &b("456")
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_part_of_a_stored_200_with_the_same_strong_etag_keeps_it_whole() {
+        let stored = h(&[("etag", "\"a\"")]);
+        let body = Bytes::from_static(b"0123456789");
+        let new = h(&[("content-range", "bytes 2-3/10"), ("etag", "\"a\"")]);
+        let (p, merged) = combine(
+            StatusCode::OK,
+            &stored,
+            &body,
+            &new,
+            &Bytes::from_static(b"23"),
+        )
+        .unwrap();
+        assert_eq!((p.first, p.last, p.complete), (0, 9, 10));
+        assert_eq!(merged, body);
+        let other = h(&[("content-range", "bytes 2-3/10"), ("etag", "\"b\"")]);
+        assert!(
+            combine(
+                StatusCode::OK,
+                &stored,
+                &body,
+                &other,
+                &Bytes::from_static(b"23")
+            )
+            .is_none()
+        );
+        let longer = h(&[("content-range", "bytes 2-3/11"), ("etag", "\"a\"")]);
+        assert!(
+            combine(
+                StatusCode::OK,
+                &stored,
+                &body,
+                &longer,
+                &Bytes::from_static(b"23")
+            )
+            .is_none()
+        );
+        assert!(
+            combine(
+                StatusCode::NOT_FOUND,
+                &stored,
+                &body,
+                &new,
+                &Bytes::from_static(b"23")
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub(super) struct Exchange<St> {
     pub(super) detail: Option<&'static str>,
     pub(super) count: Option<Count>,
     pub(super) stale: Option<(String, Arc<Entry>)>,
-    /// A stored `206` part a new part may be combined with.
+    /// The stored `206` part this range request could not be answered from: a new part may be combined with it.
     pub(super) partial: Option<Arc<Entry>>,
     /// The client's own request head: its preconditions are answered from a refreshed entry, an unsafe
     /// method's target is invalidated, `Vary` values are taken from it.
@@ -261,15 +261,13 @@ impl<St: Store> Exchange<St> {
             target.tags,
             target.response_time,
         );
-        // A new part is combined with the stored one it may continue (RFC 9111 §3.4).
+        // A new part is combined with the stored response it continues or belongs to (RFC 9111 §3.4): the part
+        // this request could not be answered from, or the stale entry it revalidated.
         let combine = (head.status == StatusCode::PARTIAL_CONTENT)
             .then(|| {
-                self.partial.take().or_else(|| {
-                    self.stale
-                        .as_ref()
-                        .filter(|(_, e)| e.status == StatusCode::PARTIAL_CONTENT)
-                        .map(|(_, e)| Arc::clone(e))
-                })
+                self.partial
+                    .take()
+                    .or_else(|| self.stale.as_ref().map(|(_, e)| Arc::clone(e)))
             })
             .flatten();
         let sink = StoreFill {

@@ -522,6 +522,55 @@ fn scripts() -> Vec<Script> {
             ],
         },
         Script {
+            name: "RFC 9111 §3.4: a 206 with a stale stored 200's strong ETag refreshes it and keeps it whole",
+            configure: |b| b,
+            steps: vec![
+                Step {
+                    body: "0123456789",
+                    x_cache: "MISS",
+                    origin_calls: 1,
+                    ..step(
+                        &[],
+                        Reply::Answer(
+                            200,
+                            &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
+                            "0123456789",
+                        ),
+                    )
+                },
+                // Stale: validated with the range; the origin sends the part instead of a 304.
+                Step {
+                    advance: 20,
+                    status: 206,
+                    body: "23",
+                    x_cache: "MISS",
+                    cache_status: "tower-kit; fwd=stale; fwd-status=206",
+                    origin_calls: 2,
+                    ..step(
+                        &[("range", "bytes=2-3")],
+                        Reply::Answer(
+                            206,
+                            &[
+                                ("cache-control", "max-age=60"),
+                                ("etag", "\"v1\""),
+                                ("content-range", "bytes 2-3/10"),
+                                ("x-from", "the part"),
+                            ],
+                            "23",
+                        ),
+                    )
+                },
+                Step {
+                    body: "0123456789",
+                    expect: &[("x-from", "the part"), ("content-length", "10")],
+                    x_cache: "HIT",
+                    cache_status: "tower-kit; hit; ttl=60",
+                    origin_calls: 2,
+                    ..step(&[], Reply::Unasked)
+                },
+            ],
+        },
+        Script {
             name: "RFC 9110 §14.2: a 206 is passed on but not stored when ranges are off",
             configure: |b| b.ranges(false),
             steps: vec![
