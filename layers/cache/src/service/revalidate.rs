@@ -61,6 +61,9 @@ pub(super) fn in_background<S, St, ReqB, ResB>(
     };
     // The client was answered: its Server-Timing context must not collect the background request's entries.
     request.extensions_mut().remove::<ServerTiming>();
+    // The stored response is revalidated whole, not the client's range of it.
+    request.headers_mut().remove(http::header::RANGE);
+    request.headers_mut().remove(http::header::IF_RANGE);
     origin.timing = None;
     let StaleEntry { key, entry } = stale;
     let plan = Forward {

@@ -213,6 +213,33 @@ pub(super) fn cases() -> Vec<Case> {
                 "RFC 9111 §4.3.4: a stale stored 200 revalidated by a range request answers the range",
             )
         },
+        Case {
+            response: &[
+                ("cache-control", "max-age=10, stale-while-revalidate=30"),
+                ("etag", "\"v1\""),
+            ],
+            advance: 15,
+            second: &[("range", "bytes=0-2"), ("if-range", "\"v1\"")],
+            later: Some((
+                304,
+                &[
+                    ("cache-control", "max-age=10, stale-while-revalidate=30"),
+                    ("etag", "\"v1\""),
+                ],
+                "",
+            )),
+            origin_saw: &[("range", ""), ("if-range", ""), ("if-none-match", "\"v1\"")],
+            status: 206,
+            body: Some("pay"),
+            x_cache: "STALE",
+            cache_status: "tower-kit; fwd=stale; ttl=-5; detail=stale-while-revalidate",
+            age: "15",
+            origin_calls: 2,
+            then: then_get("HIT", "tower-kit; hit; ttl=10", 2),
+            ..case(
+                "RFC 5861 §3: a range served stale; the whole stored response is revalidated in the background",
+            )
+        },
         // ---- HEAD (RFC 9111 §4.3.5) ----
         Case {
             response: &[("cache-control", "max-age=30"), ("etag", "\"v1\"")],
