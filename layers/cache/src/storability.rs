@@ -90,7 +90,7 @@ pub(crate) struct Storable {
 }
 
 /// The statuses stored when storing any final status is turned off: those whose caching rules are plain and well
-/// known. 206 is left out: this cache does not combine partial content.
+/// known.
 fn understood_by_default(status: u16) -> bool {
     matches!(
         status,
@@ -99,8 +99,8 @@ fn understood_by_default(status: u16) -> bool {
 }
 
 /// The statuses whose caching requirements this cache implements (RFC 9111 §3, §5.2.2.3 `must-understand`): the
-/// final statuses RFC 9110 §15 defines, with 429 (RFC 6585) and 451 (RFC 7725). Not 206 (partial content is
-/// not stored as a response) nor 304 (it updates a stored response, RFC 9111 §4.3.4), nor unregistered codes.
+/// final statuses RFC 9110 §15 defines, with 429 (RFC 6585) and 451 (RFC 7725). Not 206 (a stored part is judged
+/// as the 200 it is part of) nor 304 (it updates a stored response, RFC 9111 §4.3.4), nor unregistered codes.
 fn understood(status: u16) -> bool {
     matches!(
         status,
@@ -280,7 +280,7 @@ pub(crate) fn initial_age(
 /// The origin's `Age` (RFC 9111 §5.1): the first member of the field (a list, or several field lines); `None`
 /// when it is absent or that member is not delta-seconds (negative, fractional, not a number), so the response is
 /// handled as if it had no `Age`. Values of 2^31 seconds or more count as 2^31.
-pub(crate) fn age_value(headers: &HeaderMap) -> Option<Duration> {
+fn age_value(headers: &HeaderMap) -> Option<Duration> {
     for line in headers.get_all(header::AGE) {
         let text = line.to_str().ok()?;
         // A line of empty members only (`Age: ,`) holds no first member; the next line may.
