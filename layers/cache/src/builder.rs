@@ -357,7 +357,8 @@ impl<St: Store> CacheLayerBuilder<St> {
     /// stale answer for an unreachable origin).
     ///
     /// Off: only 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 451 and 501 are stored.
-    /// Informational (`1xx`), `206` and `304` responses are never stored as responses either way.
+    /// Informational (`1xx`) and `304` responses are never stored either way; a `206` only as a part of a complete
+    /// response, while [`ranges`](Self::ranges) is on.
     pub fn store_any_status(mut self, on: bool) -> Self {
         self.any_status = on;
         self
