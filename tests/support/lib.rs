@@ -8,7 +8,8 @@
 //! `cluster-require-full-coverage no`), made with `redis-cli --cluster create`, whose nodes a test can kill and
 //! restart one by one. [`redis_cli`] runs the `redis-cli` it uses (from `REDIS_CLI_BIN` or `PATH`).
 //!
-//! [`Rng`]: a tiny deterministic generator (xorshift64*) for randomised tests.
+//! [`Rng`]: a tiny deterministic generator (xorshift64*) for randomised tests. [`wait_until`]: polls a condition
+//! with a deadline, for tests over real servers.
 //!
 //! ```no_run
 //! let server = tower_kit_test_support::RedisServer::start();
@@ -19,7 +20,9 @@
 mod redis_cluster;
 mod redis_server;
 mod rng;
+mod wait;
 
 pub use redis_cluster::{MISSING_CLI, RedisCluster, redis_cli};
 pub use redis_server::RedisServer;
 pub use rng::Rng;
+pub use wait::wait_until;

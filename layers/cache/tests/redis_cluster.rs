@@ -33,12 +33,9 @@ fn fresh(seeds: &[String]) -> RedisStore {
 
 const FRESH: &[(&str, &str)] = &[("cache-control", "public, max-age=60")];
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// [`tower_kit_test_support::wait_until`] with this file's bound.
+async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
+    tower_kit_test_support::wait_until(what, Duration::from_secs(15), check).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
