@@ -25,7 +25,7 @@
 //! connection or cannot be reached gives `502 Bad Gateway` at once; so does a malformed response. Each of these
 //! failures reaches the cache as the inner service's error, which the cache reads as "the origin could not be
 //! reached" (RFC 9111 §4.2.4): a stored response that has gone stale answers instead of the `502` or `504`, within
-//! its `stale-if-error` or the cache's `stale_if_disconnected` window (default one hour), unless it says
+//! its `stale-if-error` or `--stale-if-disconnected` (default one hour), unless it says
 //! `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`: then the cache answers `504 Gateway Timeout`
 //! itself. An upstream's own `5xx` answer is an answer, not a disconnection.
 //!
@@ -95,6 +95,12 @@ pub struct Args {
     /// Capacity of the in-memory cache, in bytes (entries are weighed by their size).
     #[arg(long, env = "CACHE_PROXY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_bytes: u64,
+
+    /// How long past its freshness a stored response may answer when the upstream cannot be reached (refused,
+    /// unreachable, closed before a response, a timeout), without `stale-if-error` (RFC 9111 §4.2.4), e.g. `30m`.
+    /// Never for `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` responses: those get 504.
+    #[arg(long, env = "CACHE_PROXY_STALE_IF_DISCONNECTED", default_value = "60m", value_parser = parse_duration)]
+    pub stale_if_disconnected: Duration,
 
     /// Largest response body stored, in bytes; larger bodies stream through uncached.
     #[arg(long, env = "CACHE_PROXY_MAX_ENTRY_SIZE", default_value_t = 8 * 1024 * 1024)]
@@ -193,6 +199,7 @@ pub fn cache_builder(args: &Args) -> CacheLayerBuilder<MokaStore> {
         .max_bytes(args.max_bytes)
         .max_entry_size(args.max_entry_size)
         .cookie_bypass(false)
+        .stale_if_disconnected(args.stale_if_disconnected)
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` names, `Connection` itself,

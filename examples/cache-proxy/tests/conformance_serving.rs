@@ -262,7 +262,10 @@ async fn disconnected_rfc9111_4_2_4_stale_served_unless_it_must_be_revalidated()
         // With a validator, so that entries that must be revalidated are kept for it.
         (
             200,
-            vec![("cache-control", cc.to_owned()), ("etag", "\"e\"".to_owned())],
+            vec![
+                ("cache-control", cc.to_owned()),
+                ("etag", "\"e\"".to_owned()),
+            ],
             format!("body of {path}"),
         )
     }))
@@ -349,4 +352,23 @@ async fn head_rfc9111_4_3_5_updates_or_marks_the_stored_get_stale() {
     assert_eq!(after.all("x-cache"), "MISS");
     assert_eq!(after.body, "version 2");
     assert_eq!(origin.calls("GET", "/doc"), 2);
+}
+
+#[test]
+fn the_disconnected_window_is_a_flag() {
+    use clap::Parser;
+    let args =
+        cache_proxy::Args::try_parse_from(["cache-proxy", "--upstream", "http://127.0.0.1:1"])
+            .unwrap();
+    assert_eq!(args.stale_if_disconnected, Duration::from_secs(3600));
+    let args = cache_proxy::Args::try_parse_from([
+        "cache-proxy",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--stale-if-disconnected",
+        "5m",
+    ])
+    .unwrap();
+    assert_eq!(args.stale_if_disconnected, Duration::from_secs(300));
+    assert!(cache_proxy::cache_builder(&args).build().is_ok());
 }

@@ -62,9 +62,11 @@ impl<St: Store> FillSink for StoreFill<St> {
                 Some(part) if part.last - part.first + 1 == body.len() as u64 => {}
                 _ => return,
             }
+            // Combined only within `max_entry_size`; a larger whole is left as the new part.
             if let Some(old) = &this.combine
                 && let Some((merged, merged_body)) =
                     range::combine(old.status, &old.headers, &old.body, &t.headers, &body)
+                && merged_body.len() <= this.shared.config.max_entry_size
             {
                 let (status, mut headers) = range::combined_head(&t.headers, merged);
                 if status == StatusCode::OK && this.shared.config.ranges {
