@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn combines_parts_with_the_same_strong_etag() {
         // (stored part, its ETag, its body, new part, its ETag, its body, the combined body or None)
-        let rows: [(&str, &str, &str, &str, &str, &str, Option<&str>); 8] = [
+        let rows = [
             // Adjacent.
             (
                 "0-3/10",
