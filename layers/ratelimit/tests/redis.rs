@@ -6,21 +6,22 @@
 //! loaded machine must not be decided by the failure policy), and expiries are waited for, not slept on.
 
 mod common;
+mod redis_fake_time;
 
-use common::{Harness, fresh_peer, header, nz, request, run_suite, send, service};
+use common::{fresh_peer, header, nz, request, run_suite, send, service};
 use http::StatusCode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use redis_fake_time::FakeTime;
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use tower_kit_ratelimit::{
-    Key, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, RedisStoreError,
-    StoreFailure,
+    Key, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, StoreFailure,
     store::{Check, CheckRequest, Decision, PolicyId, PolicyOutcome, gcra},
 };
 use tower_kit_test_support::{RedisServer, Rng};
@@ -69,56 +70,10 @@ async fn warm_up(store: &RedisStore) {
     }
 }
 
-/// The Redis store on a fake clock: every check runs the script with `now` from a counter that only the harness
-/// moves ([`RedisStore::check_at`]), so the suite's decisions are exact whatever the machine's speed. The counter
-/// starts at the real time (a realistic `now`); the states' TTLs are relative to it.
-#[derive(Clone)]
-struct FakeTimeRedis {
-    store: RedisStore,
-    now_nanos: Arc<AtomicU64>,
-}
-
-impl RateLimitStore for FakeTimeRedis {
-    type Error = RedisStoreError;
-    type Future = <RedisStore as RateLimitStore>::Future;
-    fn check(&self, request: &CheckRequest<'_>) -> Self::Future {
-        let decision = self
-            .store
-            .check_at(self.now_nanos.load(Ordering::SeqCst), request);
-        Box::pin(async move {
-            // A failure would be decided by the layer's fail-open policy and pass for an admission: fail loudly.
-            Ok(decision.await.expect("redis decided"))
-        })
-    }
-}
-
-struct FakeTime {
-    store: FakeTimeRedis,
-    _server: RedisServer,
-}
-
-impl Harness for FakeTime {
-    type Store = FakeTimeRedis;
-    fn store(&self) -> FakeTimeRedis {
-        self.store.clone()
-    }
-    async fn advance(&self, by: Duration) {
-        let by = u64::try_from(by.as_nanos()).unwrap();
-        self.store.now_nanos.fetch_add(by, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn redis_store_passes_the_suite() {
     let server = RedisServer::start();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let harness = FakeTime {
-        store: FakeTimeRedis {
-            store: store(&server),
-            now_nanos: Arc::new(AtomicU64::new(u64::try_from(now.as_nanos()).unwrap())),
-        },
-        _server: server,
-    };
+    let harness = FakeTime::new(store(&server), server);
     run_suite(&harness).await;
 }
 

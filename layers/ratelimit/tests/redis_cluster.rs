@@ -4,16 +4,12 @@
 //! replica with no restart of the store. Real time with generous bounds.
 
 mod common;
+mod redis_fake_time;
 
-use common::{Harness, fresh_peer, nz, request, run_suite, send, service};
+use common::{fresh_peer, nz, request, run_suite, send, service};
 use http::{HeaderName, StatusCode};
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use redis_fake_time::FakeTime;
+use std::time::{Duration, Instant};
 use tower_kit_ratelimit::{
     Key, KeyExtractor, Policy, Quota, RateLimitLayer, RateLimitStore, RedisStore, RedisStoreError,
     StoreFailure,
@@ -33,52 +29,11 @@ fn store(cluster: &RedisCluster, prefix: &str) -> RedisStore {
         .unwrap()
 }
 
-/// The Redis store on a fake clock ([`RedisStore::check_at`]), as in the single-server suite.
-#[derive(Clone)]
-struct FakeTimeRedis {
-    store: RedisStore,
-    now_nanos: Arc<AtomicU64>,
-}
-
-impl RateLimitStore for FakeTimeRedis {
-    type Error = RedisStoreError;
-    type Future = <RedisStore as RateLimitStore>::Future;
-    fn check(&self, request: &CheckRequest<'_>) -> Self::Future {
-        let decision = self
-            .store
-            .check_at(self.now_nanos.load(Ordering::SeqCst), request);
-        Box::pin(async move { Ok(decision.await.expect("redis cluster decided")) })
-    }
-}
-
-struct FakeTime {
-    store: FakeTimeRedis,
-    _cluster: RedisCluster,
-}
-
-impl Harness for FakeTime {
-    type Store = FakeTimeRedis;
-    fn store(&self) -> FakeTimeRedis {
-        self.store.clone()
-    }
-    async fn advance(&self, by: Duration) {
-        let by = u64::try_from(by.as_nanos()).unwrap();
-        self.store.now_nanos.fetch_add(by, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn cluster_store_passes_the_suite() {
     let cluster = RedisCluster::start(3);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let harness = FakeTime {
-        store: FakeTimeRedis {
-            store: store(&cluster, "suite:"),
-            now_nanos: Arc::new(AtomicU64::new(u64::try_from(now.as_nanos()).unwrap())),
-        },
-        _cluster: cluster,
-    };
-    assert!(harness.store.store.is_cluster());
+    let harness = FakeTime::new(store(&cluster, "suite:"), cluster);
+    assert!(harness.redis_store().is_cluster());
     run_suite(&harness).await;
 }
 
