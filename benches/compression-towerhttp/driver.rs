@@ -25,7 +25,7 @@ pub(crate) fn args() -> Args {
 
 /// The only function callgrind counts (`--toggle-collect='*profile_loop*'`).
 #[inline(never)]
-fn profile_loop(requests: usize, one: impl Fn() -> usize) -> usize {
+fn profile_loop(requests: usize, one: &impl Fn() -> usize) -> usize {
     let mut total = 0;
     for _ in 0..requests {
         total += black_box(one());
@@ -56,13 +56,25 @@ where
     };
     let warm = one();
     let started = std::time::Instant::now();
-    let total = profile_loop(args.requests, one);
+    let total = profile_loop(args.requests, &one);
     let elapsed = started.elapsed();
+    // Then each request timed on its own: on a busy machine the fastest and the median requests are steadier than
+    // the mean, which takes in every time the process was descheduled.
+    let mut times: Vec<f64> = (0..args.requests)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            black_box(one());
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
     println!(
-        "{label} {} {} B -> {warm} B; {} requests, {:.1} µs each ({total} B)",
+        "{label} {} {} B -> {warm} B; {} requests, {:.1} µs each ({total} B); timed one by one: fastest {:.1} µs, median {:.1} µs",
         args.coding,
         args.size,
         args.requests,
-        elapsed.as_secs_f64() * 1e6 / args.requests as f64
+        elapsed.as_secs_f64() * 1e6 / args.requests as f64,
+        times.first().copied().unwrap_or_default(),
+        times.get(times.len() / 2).copied().unwrap_or_default(),
     );
 }

@@ -18,10 +18,11 @@ pub const DEFAULT_GZIP_LEVEL: u32 = 7;
 /// Default libdeflate level of deflate (zlib format) bodies compressed in one shot: the gzip level (same engine).
 pub const DEFAULT_DEFLATE_LEVEL: u32 = 7;
 /// Default Brotli quality of bodies compressed in one shot: 4, tower-http's default, here with the window sized to
-/// the body.
+/// the body and a reused hash table (the same bytes as tower-http's).
 pub const DEFAULT_BR_LEVEL: u32 = 4;
 /// Default zstd level of bodies compressed in one shot: 3, tower-http's (and zstd's) default, here with the content
-/// size pledged and a reused context.
+/// size pledged (not written in the frame), a reused context, and over 8 KiB the search parameters of an unknown
+/// size, so the output is no larger than tower-http's but at 16 KiB, where it is one byte larger (see the book).
 pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 /// Default zlib level of gzip and deflate streams.
 pub const DEFAULT_STREAM_LEVEL: u32 = 7;
