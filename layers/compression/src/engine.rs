@@ -83,12 +83,19 @@ thread_local! {
 /// A bounded pool of compressors keyed by level.
 struct Pool<T> {
     slots: Mutex<Vec<(i32, T)>>,
+    cap: usize,
 }
 
 impl<T> Pool<T> {
     const fn new() -> Self {
+        Self::with_cap(POOL_CAP)
+    }
+
+    /// A pool that keeps at most `cap` items.
+    const fn with_cap(cap: usize) -> Self {
         Self {
             slots: Mutex::new(Vec::new()),
+            cap,
         }
     }
 
@@ -100,7 +107,7 @@ impl<T> Pool<T> {
 
     fn put(&self, level: i32, item: T) {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.len() < POOL_CAP {
+        if slots.len() < self.cap {
             slots.push((level, item));
         }
     }
@@ -191,14 +198,41 @@ pub(crate) fn br_window_for(len: usize) -> u32 {
 static BR_HASHERS: Pool<brotli::enc::backward_references::UnionHasher<brotli::enc::StandardAlloc>> =
     Pool::new();
 
+/// The 4 MiB tables of quality 4 from 1 MiB ([`BR_LARGE_KEY`]), kept apart and at most [`BR_LARGE_CAP`] of them, so
+/// the Brotli tables kept stay under 16 × 512 KiB + 2 × 4 MiB = 16 MiB.
+#[cfg(feature = "br")]
+static BR_LARGE_HASHERS: Pool<
+    brotli::enc::backward_references::UnionHasher<brotli::enc::StandardAlloc>,
+> = Pool::with_cap(BR_LARGE_CAP);
+
+/// The pool key of quality 4's larger table (the `brotli` crate's hasher 54, for bodies from 1 MiB).
+const BR_LARGE_KEY: i32 = 54;
+
+/// The most 4 MiB Brotli tables kept.
+#[cfg_attr(not(feature = "br"), allow(dead_code))]
+const BR_LARGE_CAP: usize = 2;
+
+/// The pool that keeps the tables of `key`.
+#[cfg(feature = "br")]
+fn br_pool(
+    key: i32,
+) -> &'static Pool<brotli::enc::backward_references::UnionHasher<brotli::enc::StandardAlloc>> {
+    if key == BR_LARGE_KEY {
+        &BR_LARGE_HASHERS
+    } else {
+        &BR_HASHERS
+    }
+}
+
 /// The pool key of the hasher the `brotli` crate picks for `quality` and a body of `len` bytes, or `None` where the
 /// hasher is not reused: qualities 0 and 1 have none, and from 5 the hasher depends on the window. Qualities 2 to 4
-/// use one table per quality, whatever the window, except quality 4 from 1 MiB (a larger table).
+/// use one table per quality (256 or 512 KiB), whatever the window; quality 4 from 1 MiB uses a 4 MiB table
+/// ([`BR_LARGE_KEY`]), kept in a smaller pool.
 #[cfg_attr(not(feature = "br"), allow(dead_code))]
 pub(crate) fn br_hasher_key(quality: u32, len: usize) -> Option<i32> {
     match quality {
         2 | 3 => Some(quality as i32),
-        4 if len >= 1 << 20 => Some(54),
+        4 if len >= 1 << 20 => Some(BR_LARGE_KEY),
         4 => Some(4),
         _ => None,
     }
@@ -222,7 +256,7 @@ fn br_oneshot(input: &[u8], level: u32) -> Vec<u8> {
         ..Default::default()
     };
     let key = br_hasher_key(quality, input.len());
-    if let Some(mut hasher) = key.and_then(|key| BR_HASHERS.take(key)) {
+    if let Some(mut hasher) = key.and_then(|key| br_pool(key).take(key)) {
         // Not prepared: the encoder zeroes what this body needs before it is used.
         hasher.GetHasherCommon().is_prepared_ = 0;
         state.hasher_ = hasher;
@@ -268,7 +302,7 @@ fn br_oneshot(input: &[u8], level: u32) -> Vec<u8> {
     if let Some(key) = key {
         let hasher = std::mem::take(&mut state.hasher_);
         if !matches!(hasher, UnionHasher::Uninit) {
-            BR_HASHERS.put(key, hasher);
+            br_pool(key).put(key, hasher);
         }
     }
     exact(out, out_offset)
@@ -852,14 +886,37 @@ mod tests {
         assert!((1..=POOL_CAP).contains(&kept), "{kept} hashers kept");
     }
 
+    #[cfg(feature = "br")]
+    #[test]
+    fn large_brotli_tables_are_reused_in_their_own_pool() {
+        // From 1 MiB, quality 4 uses a 4 MiB table, kept in a pool of its own (at most two of them).
+        let bodies = [json_like(1 << 20, 11), json_like((1 << 20) + 5_000, 12)];
+        for body in bodies.iter().chain(&bodies) {
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: 4,
+                lgwin: br_window_for(body.len()) as i32,
+                size_hint: body.len(),
+                ..Default::default()
+            };
+            let mut fresh = brotli::CompressorWriter::with_params(Vec::new(), 4096, &params);
+            fresh.write_all(body).unwrap();
+            assert_eq!(br_oneshot(body, 4), fresh.into_inner(), "{} B", body.len());
+        }
+        let kept = BR_LARGE_HASHERS.slots.lock().unwrap().len();
+        assert!(
+            (1..=BR_LARGE_CAP).contains(&kept),
+            "{kept} large tables kept"
+        );
+    }
+
     #[test]
     fn brotli_hasher_keys_follow_the_crates_choice() {
         assert_eq!(br_hasher_key(4, 2048), Some(4));
         assert_eq!(br_hasher_key(4, (1 << 20) - 1), Some(4));
         assert_eq!(
             br_hasher_key(4, 1 << 20),
-            Some(54),
-            "a larger table from 1 MiB"
+            Some(BR_LARGE_KEY),
+            "a 4 MiB table from 1 MiB"
         );
         assert_eq!(br_hasher_key(2, 1 << 22), Some(2));
         for quality in [0, 1, 5, 9, 11] {
