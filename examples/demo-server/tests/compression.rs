@@ -51,6 +51,7 @@ async fn items_served_in_each_clients_coding_and_cached_per_variant() {
         ("gzip", "gzip"),
     ] {
         let mut statuses = Vec::new();
+        let mut bodies = Vec::new();
         for _ in 0..2 {
             let request = http::Request::get(format!("http://{addr}/api/items"))
                 .header("accept-encoding", accept)
@@ -60,9 +61,20 @@ async fn items_served_in_each_clients_coding_and_cached_per_variant() {
             assert_eq!(response.status(), 200);
             assert_eq!(response.headers()["content-encoding"], coding, "{accept}");
             statuses.push(response.headers()["x-cache"].to_str().unwrap().to_owned());
-            let _ = response.into_body().collect().await.unwrap();
+            bodies.push(response.into_body().collect().await.unwrap().to_bytes());
         }
         assert_eq!(statuses[1], "HIT", "{accept}: {statuses:?}");
+        assert_eq!(
+            bodies[0], bodies[1],
+            "{accept}: the hit is the stored variant"
+        );
+        if coding == "gzip" {
+            let mut json = Vec::new();
+            flate2::read::GzDecoder::new(&bodies[1][..])
+                .read_to_end(&mut json)
+                .unwrap();
+            assert!(serde_json::from_slice::<Vec<serde_json::Value>>(&json).is_ok());
+        }
     }
 }
 
