@@ -115,7 +115,25 @@ impl<T> Pool<T> {
 
 static LIBDEFLATE: Pool<libdeflater::Compressor> = Pool::new();
 #[cfg(feature = "zstd")]
-static ZSTD: Pool<zstd::bulk::Compressor<'static>> = Pool::new();
+static ZSTD: Pool<ZstdSlot> = Pool::new();
+
+/// A pooled zstd context and the output buffer it compresses large bodies into.
+#[cfg(feature = "zstd")]
+struct ZstdSlot {
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+}
+
+/// Bodies from this size are compressed into the pooled output buffer and copied out at their exact size: a fresh
+/// buffer of the bound's size (about the body's) is new memory for every response, whose pages the allocator may
+/// have to fault in again each time (glibc does, for buffers over its 128 KiB `mmap` threshold).
+#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
+const ZSTD_SCRATCH_FROM: usize = 128 * 1024;
+
+/// The largest pooled output buffer kept (bound of a 2 MiB body); larger ones are dropped after use, so the pool's
+/// buffers stay under 16 × 2 MiB.
+#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
+const ZSTD_SCRATCH_MAX: usize = 2 * 1024 * 1024 + 64 * 1024;
 
 /// Whether a buffer of `capacity` bytes holding `len` is worth copying out at its exact size: more than 1/8 (and
 /// more than 1 KiB) of it would be wasted.
@@ -318,19 +336,39 @@ fn zstd_oneshot(input: &[u8], level: u32) -> Vec<u8> {
     let level = level.clamp(1, MAX_ZSTD_LEVEL) as i32;
     let class = zstd_size_class(input.len());
     let key = level * 2 + i32::from(class == ZstdSizeClass::Larger);
-    let compressor = ZSTD.take(key).or_else(|| zstd_compressor(level, class));
-    let Some(mut compressor) = compressor else {
+    let slot = ZSTD.take(key).or_else(|| {
+        zstd_compressor(level, class).map(|compressor| ZstdSlot {
+            compressor,
+            scratch: Vec::new(),
+        })
+    });
+    let Some(mut slot) = slot else {
         return zstd::bulk::compress(input, level).unwrap_or_default();
     };
     // The whole input is given at once, so zstd knows the content size: small bodies get small tables and the
     // window never exceeds the body (nor, at the levels allowed, 8 MB).
-    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
-    let result = compressor.compress_to_buffer(input, &mut out);
-    ZSTD.put(key, compressor);
-    match result {
-        Ok(n) => exact(out, n),
-        Err(_) => zstd::bulk::compress(input, level).unwrap_or_default(),
-    }
+    let bound = zstd::zstd_safe::compress_bound(input.len());
+    let out = if input.len() < ZSTD_SCRATCH_FROM {
+        let mut out = Vec::with_capacity(bound);
+        slot.compressor
+            .compress_to_buffer(input, &mut out)
+            .ok()
+            .map(|n| exact(out, n))
+    } else {
+        slot.scratch.clear();
+        slot.scratch.reserve(bound);
+        let out = slot
+            .compressor
+            .compress_to_buffer(input, &mut slot.scratch)
+            .ok()
+            .map(|n| slot.scratch[..n.min(slot.scratch.len())].to_vec());
+        if slot.scratch.capacity() > ZSTD_SCRATCH_MAX {
+            slot.scratch = Vec::new();
+        }
+        out
+    };
+    ZSTD.put(key, slot);
+    out.unwrap_or_else(|| zstd::bulk::compress(input, level).unwrap_or_default())
 }
 
 /// The body sizes whose zstd parameters differ (see [`zstd_compressor`]).
