@@ -79,10 +79,6 @@ pub(crate) struct Config {
     pub(crate) stale_if_disconnected: Duration,
     /// The targeted cache-control fields removed from responses to clients (empty: none; RFC 9213 lets a cache
     /// remove the fields aimed at it).
-    #[allow(
-        dead_code,
-        reason = "read by strip_targeted, which the response paths in service/ call"
-    )]
     pub(crate) strip_targeted: Vec<HeaderName>,
 }
 
@@ -130,10 +126,6 @@ impl Config {
 
     /// Removes this cache's own targeted cache-control fields from a response to a client, when configured
     /// (`strip_targeted_cache_control`). Nothing to do, and nothing looked at, by default.
-    #[allow(
-        dead_code,
-        reason = "called by the response paths in service/ (stored and forwarded responses)"
-    )]
     pub(crate) fn strip_targeted(&self, headers: &mut HeaderMap) {
         for name in &self.strip_targeted {
             headers.remove(name);

@@ -1404,6 +1404,46 @@ fn response_rules() -> Vec<Case> {
             origin_calls: 2,
             ..case("RFC 9213 §2.1: CDN-Cache-Control no-cache: validated before each use")
         },
+        Case {
+            configure: |b| b.strip_targeted_cache_control(true),
+            response: &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            cache_status: "tower-kit; hit; ttl=60",
+            age: "0",
+            expect: &[("cdn-cache-control", ""), ("cache-control", "no-store")],
+            ..case("RFC 9213 §2.1: strip_targeted_cache_control removes the field from hits")
+        },
+        Case {
+            configure: |b| b.strip_targeted_cache_control(true),
+            response: &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            x_cache: "MISS",
+            cache_status: "tower-kit; fwd=bypass; fwd-status=200; detail=hit-for-pass",
+            expect: &[("cdn-cache-control", ""), ("cache-control", "max-age=60")],
+            origin_calls: 2,
+            ..case("RFC 9213 §2.1: strip_targeted_cache_control removes the field from misses")
+        },
+        Case {
+            configure: |b| b.strip_targeted_cache_control(true),
+            response: &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=10"),
+                ("etag", "\"v1\""),
+            ],
+            advance: 20,
+            later: Some((304, &[("etag", "\"v1\"")], "")),
+            x_cache: "REVALIDATED",
+            cache_status: "tower-kit; fwd=stale; fwd-status=304",
+            age: "0",
+            expect: &[("cdn-cache-control", "")],
+            origin_calls: 2,
+            then: then_get("HIT", "tower-kit; hit; ttl=10", 2),
+            ..case("RFC 9213 §2.1: a stripped field still decides after a 304")
+        },
     ]);
     cases
 }

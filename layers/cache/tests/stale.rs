@@ -164,7 +164,12 @@ fn failing_after_first(
 async fn stale_if_error_answers_a_connection_failure() {
     let clock = ManualWallClock::default();
     let (origin, calls) = failing_after_first("max-age=10, stale-if-error=60");
-    let svc = builder(&clock).build().unwrap().layer(origin);
+    // The disconnected window (RFC 9111 §4.2.4) off: only `stale-if-error` decides.
+    let svc = builder(&clock)
+        .stale_if_disconnected(Duration::ZERO)
+        .build()
+        .unwrap()
+        .layer(origin);
     let first = svc.clone().oneshot(get("/r")).await.unwrap();
     first.into_body().collect().await.unwrap();
     clock.advance(Duration::from_secs(30));
@@ -207,12 +212,17 @@ async fn stale_if_error_from_config_and_the_handle_counts_stale_answers() {
     assert!((stats.hit_ratio() - 0.5).abs() < 1e-9);
 }
 
-/// Without `stale-if-error` a connection failure passes through, and a stale entry never hides it.
+/// Without `stale-if-error`, and with the disconnected window (RFC 9111 §4.2.4) off, a connection failure passes
+/// through, and a stale entry never hides it.
 #[tokio::test]
 async fn connection_failure_without_stale_if_error_is_the_callers() {
     let clock = ManualWallClock::default();
     let (origin, _) = failing_after_first("max-age=10");
-    let svc = builder(&clock).build().unwrap().layer(origin);
+    let svc = builder(&clock)
+        .stale_if_disconnected(Duration::ZERO)
+        .build()
+        .unwrap()
+        .layer(origin);
     let first = svc.clone().oneshot(get("/r")).await.unwrap();
     first.into_body().collect().await.unwrap();
     clock.advance(Duration::from_secs(11));

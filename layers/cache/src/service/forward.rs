@@ -217,6 +217,8 @@ impl<St: Store> Exchange<St> {
         };
         describe(self.origin.timing.as_ref(), mark);
         let config = &self.origin.shared.config;
+        // After the fill: the stored response keeps its targeted fields.
+        config.strip_targeted(&mut head.headers);
         status::mark(&mut head.headers, &config.status_name, mark, config.x_cache);
         Response::from_parts(head, body)
     }

@@ -342,6 +342,7 @@ fn stored_response<St, B>(
         }
     };
     let headers = response.headers_mut();
+    shared.config.strip_targeted(headers);
     status::set_age(headers, entry.age(now).as_secs());
     status::mark(
         headers,
