@@ -1810,23 +1810,60 @@ async fn settle(work: &Work, at_rest: usize) {
 #[cfg(feature = "redis")]
 use tower_kit_test_support as redis_server;
 
+/// Where the Redis-backed runs keep their entries: one server or a cluster started by the test, and a fresh key
+/// prefix for every case, so cases never see one another's entries.
+#[cfg(feature = "redis")]
+struct PerCase {
+    single: Option<String>,
+    seeds: Vec<String>,
+    cases: AtomicUsize,
+}
+
+#[cfg(feature = "redis")]
+impl PerCase {
+    fn server(server: &redis_server::RedisServer) -> Self {
+        Self {
+            single: Some(server.url()),
+            seeds: Vec::new(),
+            cases: AtomicUsize::new(0),
+        }
+    }
+
+    fn cluster(cluster: &redis_server::RedisCluster) -> Self {
+        Self {
+            single: None,
+            seeds: cluster.urls(),
+            cases: AtomicUsize::new(0),
+        }
+    }
+
+    /// A Redis store under a prefix no earlier case used.
+    fn redis(&self, tag: &str) -> tower_kit_cache::RedisStore {
+        let prefix = format!("{tag}{}:", self.cases.fetch_add(1, Ordering::Relaxed));
+        let builder = match &self.single {
+            Some(url) => tower_kit_cache::RedisStore::builder(url.as_str()),
+            None => tower_kit_cache::RedisStore::cluster_builder(self.seeds.iter().cloned()),
+        };
+        builder
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    }
+
+    /// A fresh moka L1 in front of [`redis`](Self::redis).
+    fn tiered(&self, tag: &str) -> tower_kit_cache::TieredStore {
+        tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), self.redis(tag))
+    }
+}
+
 /// The table on the Redis store (one `redis-server` for the test, a fresh key prefix per case).
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc_table_on_redis() {
     let server = redis_server::RedisServer::start();
-    let url = server.url();
-    let n = AtomicUsize::new(0);
-    run_table(|b, work| {
-        let prefix = format!("rfc{}:", n.fetch_add(1, Ordering::Relaxed));
-        let store = tower_kit_cache::RedisStore::builder(url.as_str())
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        b.store(work.count(store)).build().unwrap()
-    })
-    .await;
+    let stores = PerCase::server(&server);
+    run_table(|b, work| b.store(work.count(stores.redis("rfc"))).build().unwrap()).await;
 }
 
 /// The table on the tiered store (moka L1 in front of Redis L2), a fresh prefix and L1 per case.
@@ -1834,17 +1871,11 @@ async fn rfc_table_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc_table_on_tiered() {
     let server = redis_server::RedisServer::start();
-    let url = server.url();
-    let n = AtomicUsize::new(0);
+    let stores = PerCase::server(&server);
     run_table(|b, work| {
-        let prefix = format!("tiered{}:", n.fetch_add(1, Ordering::Relaxed));
-        let l2 = tower_kit_cache::RedisStore::builder(url.as_str())
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
+        b.store(work.count(stores.tiered("tiered")))
             .build()
-            .unwrap();
-        let store = tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), l2);
-        b.store(work.count(store)).build().unwrap()
+            .unwrap()
     })
     .await;
 }
@@ -1854,18 +1885,8 @@ async fn rfc_table_on_tiered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc_table_on_redis_cluster() {
     let cluster = redis_server::RedisCluster::start(3);
-    let seeds = cluster.urls();
-    let n = AtomicUsize::new(0);
-    run_table(|b, work| {
-        let prefix = format!("rfcc{}:", n.fetch_add(1, Ordering::Relaxed));
-        let store = tower_kit_cache::RedisStore::cluster_builder(seeds.iter().cloned())
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        b.store(work.count(store)).build().unwrap()
-    })
-    .await;
+    let stores = PerCase::cluster(&cluster);
+    run_table(|b, work| b.store(work.count(stores.redis("rfcc"))).build().unwrap()).await;
 }
 
 /// The table on the tiered store with its L2 on a local Redis Cluster.
@@ -1873,17 +1894,11 @@ async fn rfc_table_on_redis_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc_table_on_tiered_cluster() {
     let cluster = redis_server::RedisCluster::start(3);
-    let seeds = cluster.urls();
-    let n = AtomicUsize::new(0);
+    let stores = PerCase::cluster(&cluster);
     run_table(|b, work| {
-        let prefix = format!("tieredc{}:", n.fetch_add(1, Ordering::Relaxed));
-        let l2 = tower_kit_cache::RedisStore::cluster_builder(seeds.iter().cloned())
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
+        b.store(work.count(stores.tiered("tieredc")))
             .build()
-            .unwrap();
-        let store = tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), l2);
-        b.store(work.count(store)).build().unwrap()
+            .unwrap()
     })
     .await;
 }

@@ -857,19 +857,11 @@ async fn serving_scripts_on_a_store_that_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_scripts_on_redis() {
     let server = super::redis_server::RedisServer::start();
-    let url = server.url();
-    let n = std::sync::atomic::AtomicUsize::new(0);
+    let stores = super::PerCase::server(&server);
     run_scripts(|b, work| {
-        let prefix = format!(
-            "serving{}:",
-            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let store = tower_kit_cache::RedisStore::builder(url.as_str())
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
+        b.store(work.count(stores.redis("serving")))
             .build()
-            .unwrap();
-        b.store(work.count(store)).build().unwrap()
+            .unwrap()
     })
     .await;
 }
@@ -878,20 +870,11 @@ async fn serving_scripts_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_scripts_on_tiered() {
     let server = super::redis_server::RedisServer::start();
-    let url = server.url();
-    let n = std::sync::atomic::AtomicUsize::new(0);
+    let stores = super::PerCase::server(&server);
     run_scripts(|b, work| {
-        let prefix = format!(
-            "servingt{}:",
-            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let l2 = tower_kit_cache::RedisStore::builder(url.as_str())
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
+        b.store(work.count(stores.tiered("servingt")))
             .build()
-            .unwrap();
-        let store = tower_kit_cache::TieredStore::new(MokaStore::new(1 << 24), l2);
-        b.store(work.count(store)).build().unwrap()
+            .unwrap()
     })
     .await;
 }
