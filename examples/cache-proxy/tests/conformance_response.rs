@@ -3,8 +3,9 @@
 //! origin writes raw HTTP/1.1 bytes, so it can send what a hyper server cannot (a `103` before the final response,
 //! repeated `Age` lines, unregistered status codes); the client is hyper's. Real time, with generous bounds.
 
+mod common;
+
 use bytes::Bytes;
-use cache_proxy::{Proxy, serve};
 use http::{HeaderMap, HeaderName, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{
@@ -22,7 +23,7 @@ use tokio::{
     net::TcpListener,
     task::JoinHandle,
 };
-use tower_kit_cache::{CacheLayer, CacheLayerBuilder, MokaStore};
+use tower_kit_cache::{CacheLayerBuilder, MokaStore};
 
 /// The origin's answer to the `n`th request (from 0) for a path: the raw bytes of one or more responses.
 type Script = fn(path: &str, n: usize) -> String;
@@ -99,14 +100,7 @@ async fn proxy(
     origin: &RawOrigin,
     configure: impl FnOnce(CacheLayerBuilder<MokaStore>) -> CacheLayerBuilder<MokaStore>,
 ) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let upstream = format!("http://{}", origin.addr).parse().unwrap();
-    let cache = configure(CacheLayer::builder().cookie_bypass(false))
-        .build()
-        .unwrap();
-    tokio::spawn(serve(listener, Proxy::new(upstream, &cache)));
-    addr
+    common::proxy_with(origin.addr, configure).await
 }
 
 struct Got {
@@ -118,13 +112,7 @@ struct Got {
 impl Got {
     /// Every field line of `name`, joined with ` | `.
     fn all(&self, name: &str) -> String {
-        let lines: Vec<_> = self
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
-        lines.join(" | ")
+        common::all(&self.headers, name)
     }
 
     fn age(&self) -> u64 {

@@ -2,10 +2,12 @@
 //! §3.3–3.4), a disconnected origin (RFC 9111 §4.2.4) and HEAD (RFC 9111 §4.3.5). The origin is a hyper server
 //! whose answers the test decides; the client is hyper's. Real time, with generous bounds.
 
+mod common;
+
 use bytes::Bytes;
-use cache_proxy::{Proxy, serve};
+use common::{Got, proxy};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::{
@@ -18,7 +20,6 @@ use std::{
     time::Duration,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower_kit_cache::CacheLayer;
 
 /// How the origin answers a request (method, path, headers): status, headers, body.
 type Answer =
@@ -87,58 +88,9 @@ impl Origin {
     }
 }
 
-/// cache-proxy in front of `origin`, in the pure-RFC setting the binary uses.
-async fn proxy(origin: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let target: cache_proxy::Upstream = format!("http://{origin}").parse().unwrap();
-    let cache = CacheLayer::builder().cookie_bypass(false).build().unwrap();
-    tokio::spawn(serve(listener, Proxy::new(target, &cache)));
-    addr
-}
-
-struct Got {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Got {
-    /// Every value of a header, joined with ` | `.
-    fn all(&self, name: &str) -> String {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect::<Vec<_>>()
-            .join(" | ")
-    }
-}
-
 /// One request on a fresh HTTP/1.1 connection.
 async fn fetch(proxy: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
-    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "proxy.test");
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    let res = sender
-        .send_request(b.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = res.into_parts();
-    Got {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    common::fetch(proxy, method, path, headers, "").await
 }
 
 const DIGITS: &str = "0123456789";

@@ -1,8 +1,10 @@
 //! cache-proxy end to end over TCP: a real upstream (hyper) started by each test, the proxy in front of it, and a
 //! client that speaks HTTP/1.1 to the proxy.
 
+mod common;
+
 use bytes::Bytes;
-use cache_proxy::{Proxy, serve};
+use common::{Got, all, proxy};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -14,7 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower_kit_cache::CacheLayer;
 
 /// What the upstream saw: method, target, headers, per request.
 type Seen = Arc<Mutex<Vec<(String, String, HeaderMap)>>>;
@@ -139,56 +140,17 @@ async fn upstream() -> Upstream {
     Upstream { addr, seen, task }
 }
 
-/// The proxy in front of `upstream`, in the pure-RFC setting the binary uses.
-async fn proxy(upstream: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let target: Upstream_ = format!("http://{upstream}").parse().unwrap();
-    let cache = CacheLayer::builder().cookie_bypass(false).build().unwrap();
-    tokio::spawn(serve(listener, Proxy::new(target, &cache)));
-    addr
-}
-
-type Upstream_ = cache_proxy::Upstream;
-
-/// One request on a fresh HTTP/1.1 connection, headers exactly as given.
+/// One request on a fresh HTTP/1.1 connection, headers exactly as given: the response and its body.
 async fn fetch(
     proxy: SocketAddr,
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
     body: &'static str,
-) -> (http::response::Parts, Bytes) {
-    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut b = Request::builder()
-        .method(method)
-        .uri(target)
-        .header("host", "proxy.test");
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    let res = sender
-        .send_request(
-            b.body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let (parts, body) = res.into_parts();
-    (parts, body.collect().await.unwrap().to_bytes())
-}
-
-fn all(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" | ")
+) -> (Got, Bytes) {
+    let got = common::fetch(proxy, method, target, headers, body).await;
+    let body = got.body.clone();
+    (got, body)
 }
 
 #[tokio::test]
@@ -428,12 +390,22 @@ async fn a_dead_upstream_is_a_502_unless_stale_if_error_allows_the_stored_answer
 
 #[test]
 fn upstream_urls_are_checked() {
-    assert!("http://127.0.0.1:3000".parse::<Upstream_>().is_ok());
-    assert!("http://127.0.0.1:3000/base/".parse::<Upstream_>().is_ok());
-    let err = "https://example.com".parse::<Upstream_>().unwrap_err();
+    assert!(
+        "http://127.0.0.1:3000"
+            .parse::<cache_proxy::Upstream>()
+            .is_ok()
+    );
+    assert!(
+        "http://127.0.0.1:3000/base/"
+            .parse::<cache_proxy::Upstream>()
+            .is_ok()
+    );
+    let err = "https://example.com"
+        .parse::<cache_proxy::Upstream>()
+        .unwrap_err();
     assert!(err.contains("plain http"), "{err}");
-    assert!("127.0.0.1:3000".parse::<Upstream_>().is_err());
-    assert!("http://h/?q=1".parse::<Upstream_>().is_err());
+    assert!("127.0.0.1:3000".parse::<cache_proxy::Upstream>().is_err());
+    assert!("http://h/?q=1".parse::<cache_proxy::Upstream>().is_err());
 }
 
 #[test]
