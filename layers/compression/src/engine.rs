@@ -1,5 +1,5 @@
 //! The compression engines behind one small interface: [`oneshot`] for bodies of known size (libdeflate for gzip
-//! and deflate, zstd with the content size pledged, Brotli with its window sized to the body) and [`StreamEncoder`]
+//! and deflate, zstd with its window at most the body, Brotli with its window sized to the body) and [`StreamEncoder`]
 //! for streams (zlib-rs, zstd and Brotli with bounded windows, see [`STREAM_MEMORY_BUDGET`]). One-shot compressors
 //! are reused through a small bounded pool, not cached per thread: tokio's blocking pool can have hundreds of
 //! threads.
@@ -200,11 +200,17 @@ fn libdeflate_oneshot(coding: Coding, input: &[u8], level: u32) -> Vec<u8> {
     })
 }
 
+/// The log of the smallest power of two that holds `len` bytes, at least 10 (Brotli's and zstd's least window).
+#[cfg_attr(not(any(feature = "br", feature = "zstd")), allow(dead_code))]
+fn window_log_for(len: usize) -> u32 {
+    let bits = usize::BITS - len.saturating_sub(1).leading_zeros();
+    bits.max(10)
+}
+
 /// The Brotli window for a body of `len` bytes: the smallest power of two that holds it, 2^10 to 2^22.
 #[cfg_attr(not(feature = "br"), allow(dead_code))]
 pub(crate) fn br_window_for(len: usize) -> u32 {
-    let bits = usize::BITS - len.saturating_sub(1).leading_zeros();
-    bits.clamp(10, 22)
+    window_log_for(len).min(22)
 }
 
 /// Brotli hash tables kept for reuse, keyed by [`br_hasher_key`]. A Brotli encoder cannot be reset, but its hasher
@@ -334,8 +340,8 @@ fn br_oneshot(input: &[u8], _level: u32) -> Vec<u8> {
 #[cfg(feature = "zstd")]
 fn zstd_oneshot(input: &[u8], level: u32) -> Vec<u8> {
     let level = level.clamp(1, MAX_ZSTD_LEVEL) as i32;
-    let class = zstd_size_class(input.len());
-    let key = level * 2 + i32::from(class == ZstdSizeClass::Larger);
+    let class = zstd_size_class(level, input.len());
+    let key = level * 3 + class as i32;
     let slot = ZSTD.take(key).or_else(|| {
         zstd_compressor(level, class).map(|compressor| ZstdSlot {
             compressor,
@@ -345,10 +351,12 @@ fn zstd_oneshot(input: &[u8], level: u32) -> Vec<u8> {
     let Some(mut slot) = slot else {
         return zstd::bulk::compress(input, level).unwrap_or_default();
     };
-    // The whole input is given at once, so zstd knows the content size: small bodies get small tables and the
-    // window never exceeds the body (nor, at the levels allowed, 8 MB).
     let bound = zstd::zstd_safe::compress_bound(input.len());
-    let out = if input.len() < ZSTD_SCRATCH_FROM {
+    let out = if class == ZstdSizeClass::Streamed {
+        zstd_streamed(slot.compressor.context_mut(), input, bound)
+    } else if input.len() < ZSTD_SCRATCH_FROM {
+        // The whole input is given at once, so zstd knows the content size: small bodies get small tables and the
+        // window never exceeds the body (nor, at the levels allowed, 8 MB).
         let mut out = Vec::with_capacity(bound);
         slot.compressor
             .compress_to_buffer(input, &mut out)
@@ -371,41 +379,99 @@ fn zstd_oneshot(input: &[u8], level: u32) -> Vec<u8> {
     out.unwrap_or_else(|| zstd::bulk::compress(input, level).unwrap_or_default())
 }
 
-/// The body sizes whose zstd parameters differ (see [`zstd_compressor`]).
+/// Compresses a [`ZstdSizeClass::Streamed`] body as a stream whose size libzstd is not told, with the window set to
+/// the smallest power of two that holds the body: the body up to its last byte without ending the frame (it fits
+/// in one block, so libzstd only buffers it), then the last byte with the end of the frame, so the body is one last
+/// block. libzstd then keeps the tables it picks for an unknown size, the same as a streaming encoder's.
+#[cfg(feature = "zstd")]
+fn zstd_streamed(
+    cctx: &mut zstd::zstd_safe::CCtx<'static>,
+    input: &[u8],
+    bound: usize,
+) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{
+        CParameter, InBuffer, OutBuffer, ResetDirective, zstd_sys::ZSTD_EndDirective,
+    };
+    // A frame left unfinished by an earlier error is dropped, not continued.
+    cctx.reset(ResetDirective::SessionOnly).ok()?;
+    cctx.set_parameter(CParameter::WindowLog(window_log_for(input.len())))
+        .ok()?;
+    let mut out = Vec::with_capacity(bound);
+    let (head, last) = input.split_at(input.len().saturating_sub(1));
+    let mut out_buffer = OutBuffer::around(&mut out);
+    let mut in_buffer = InBuffer::around(head);
+    cctx.compress_stream2(
+        &mut out_buffer,
+        &mut in_buffer,
+        ZSTD_EndDirective::ZSTD_e_continue,
+    )
+    .ok()?;
+    if in_buffer.pos() != head.len() {
+        return None;
+    }
+    let mut in_buffer = InBuffer::around(last);
+    let remaining = cctx
+        .compress_stream2(
+            &mut out_buffer,
+            &mut in_buffer,
+            ZSTD_EndDirective::ZSTD_e_end,
+        )
+        .ok()?;
+    let n = out_buffer.pos();
+    // The output buffer holds the bound, so the frame is complete after one call.
+    (remaining == 0 && in_buffer.pos() == last.len()).then(|| exact(out, n))
+}
+
+/// The zstd level whose parameters are tuned: 3, the default ([`DEFAULT_ZSTD_LEVEL`](crate::DEFAULT_ZSTD_LEVEL)).
+const ZSTD_TUNED_LEVEL: i32 = 3;
+
+/// How a body is compressed, by its size and the level (see [`zstd_compressor`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "zstd"), allow(dead_code))]
 pub(crate) enum ZstdSizeClass {
-    /// Up to [`ZSTD_SMALL_BODY`] bytes.
-    Small,
-    /// Larger bodies.
-    Larger,
+    /// Up to [`ZSTD_SMALL_BODY`] bytes: libzstd's parameters for the body's size.
+    Small = 0,
+    /// At level 3, over [`ZSTD_SMALL_BODY`] and up to [`ZSTD_STREAMED_MAX`] bytes: compressed as a stream of
+    /// unknown size ([`zstd_streamed`]).
+    Streamed = 1,
+    /// Larger bodies, and at other levels every body over [`ZSTD_SMALL_BODY`].
+    Larger = 2,
 }
 
 /// The largest body compressed with libzstd's own parameters for its size: 8 KiB.
 pub(crate) const ZSTD_SMALL_BODY: usize = 8 * 1024;
 
+/// The largest body compressed as a stream at level 3: 32 KiB. Told the size of a body up to 32 KiB, libzstd caps
+/// level 3's hash table (2^17 entries) to twice the body's window and its chain table (2^16) to the window, even
+/// when the parameters are set; over 32 KiB the window is 2^16 or more and nothing is capped. The pooled contexts
+/// of these bodies hold the full tables and an input buffer, about 1 MB each.
+pub(crate) const ZSTD_STREAMED_MAX: usize = 32 * 1024;
+
 #[cfg_attr(not(feature = "zstd"), allow(dead_code))]
-pub(crate) fn zstd_size_class(len: usize) -> ZstdSizeClass {
+pub(crate) fn zstd_size_class(level: i32, len: usize) -> ZstdSizeClass {
     if len <= ZSTD_SMALL_BODY {
         ZstdSizeClass::Small
+    } else if level == ZSTD_TUNED_LEVEL && len <= ZSTD_STREAMED_MAX {
+        ZstdSizeClass::Streamed
     } else {
         ZstdSizeClass::Larger
     }
 }
 
-/// A one-shot zstd compressor at `level`.
+/// A one-shot zstd compressor at `level`, for bodies of `class`.
 ///
-/// The content size is always pledged (the whole body is given at once), so the window never exceeds the body and
-/// libzstd sizes its tables for it. Two choices keep the output no larger than a streaming encoder's (which does
-/// not know the size, as tower-http's does not), measured on the benchmark JSON:
-///
-/// - the frame does not carry the content size (`ContentSizeFlag(false)`): a frame with it spends 2 to 4 header
-///   bytes where the streaming frame spends 1 on its window;
-/// - at level 3 (the default), bodies over [`ZSTD_SMALL_BODY`] use the search parameters libzstd picks for an
-///   unknown size at that level (hash table 2^17, chain table 2^16, search depth 1, minimum match 5; libzstd then
-///   caps the tables to the body's window), where its parameters for a known 16 KiB or 100 KiB body give 0.5 % and
-///   0.015 % larger output. Small bodies keep libzstd's parameters for their size, which are smaller and faster
-///   there. Other levels keep libzstd's parameters.
+/// Every frame leaves out the content size (`ContentSizeFlag(false)`): a frame with it spends 2 to 4 header bytes
+/// where a streaming encoder's frame (which does not know the size, as tower-http's does not) spends 1 on its
+/// window. Small bodies and, at levels other than 3, all bodies are given whole with the size pledged, so libzstd
+/// sizes its window and tables for the body. At level 3 (the default), bodies over [`ZSTD_SMALL_BODY`] search with
+/// the parameters libzstd picks for an unknown size at that level (hash table 2^17, chain table 2^16, search depth
+/// 1, minimum match 5), so the output is no larger than a streaming encoder's at that level, measured on the
+/// benchmark JSON: libzstd's parameters for a known 16 KiB or 100 KiB body give 0.5 % and 0.015 % larger output.
+/// Told the size, libzstd caps those tables for bodies up to [`ZSTD_STREAMED_MAX`], which cost a byte at 16 KiB (the
+/// smaller chain table changed a match: one literal and one sequence more): those bodies are compressed as a stream
+/// of unknown size ([`zstd_streamed`]), which gives a streaming encoder's bytes but for the window descriptor. Small
+/// bodies keep libzstd's parameters for their size, which are smaller and faster there (at 2 KiB: 616 B against
+/// 618 B; at some sizes from 1 to 6.3 KiB 1 to 5 bytes larger).
 #[cfg(feature = "zstd")]
 fn zstd_compressor(level: i32, class: ZstdSizeClass) -> Option<zstd::bulk::Compressor<'static>> {
     use zstd::zstd_safe::CParameter;
@@ -413,7 +479,7 @@ fn zstd_compressor(level: i32, class: ZstdSizeClass) -> Option<zstd::bulk::Compr
     compressor
         .set_parameter(CParameter::ContentSizeFlag(false))
         .ok()?;
-    if class == ZstdSizeClass::Larger && level == 3 {
+    if class != ZstdSizeClass::Small && level == ZSTD_TUNED_LEVEL {
         for parameter in [
             CParameter::HashLog(17),
             CParameter::ChainLog(16),
@@ -726,6 +792,12 @@ fn br_step(
     Ok(exact(out, n))
 }
 
+/// The benchmarks' JSON payloads (`benches/gzip/payload.rs`), on which the size rule of the default levels is stated.
+#[cfg(all(test, feature = "zstd"))]
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../../benches/gzip/payload.rs"]
+mod payload;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -989,8 +1061,122 @@ mod tests {
                 );
             }
         }
-        assert_eq!(zstd_size_class(ZSTD_SMALL_BODY), ZstdSizeClass::Small);
-        assert_eq!(zstd_size_class(ZSTD_SMALL_BODY + 1), ZstdSizeClass::Larger);
+        assert_eq!(zstd_size_class(3, ZSTD_SMALL_BODY), ZstdSizeClass::Small);
+        assert_eq!(
+            zstd_size_class(3, ZSTD_SMALL_BODY + 1),
+            ZstdSizeClass::Streamed
+        );
+        assert_eq!(
+            zstd_size_class(3, ZSTD_STREAMED_MAX),
+            ZstdSizeClass::Streamed
+        );
+        assert_eq!(
+            zstd_size_class(3, ZSTD_STREAMED_MAX + 1),
+            ZstdSizeClass::Larger
+        );
+        assert_eq!(
+            zstd_size_class(4, ZSTD_SMALL_BODY + 1),
+            ZstdSizeClass::Larger
+        );
+    }
+
+    /// What tower-http's zstd body gives: async-compression's encoder is the `zstd` crate's streaming encoder at
+    /// level 3 with default parameters, never told the size.
+    #[cfg(feature = "zstd")]
+    fn zstd_streaming_reference(body: &[u8]) -> Vec<u8> {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.write_all(body).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn zstd_default_is_no_larger_than_a_streaming_encoder() {
+        let mut bodies: Vec<Vec<u8>> = [2_048, 16_384, 100 * 1024, 1 << 20]
+            .into_iter()
+            .map(super::payload::json)
+            .collect();
+        // Over 8 KiB (below, libzstd's parameters for the body's size are up to a few bytes larger at some sizes,
+        // smaller at others) to 20 KiB, bodies that fill a power of two exactly, 32 KiB and just over, and 100 KiB.
+        let mut len = ZSTD_SMALL_BODY + 1;
+        while len <= 20 * 1024 {
+            bodies.push(super::payload::json(len));
+            bodies.push(json_like(len, len as u64));
+            len += 397;
+        }
+        for len in [
+            8_193,
+            12_288,
+            16_383,
+            16_385,
+            20_480,
+            ZSTD_STREAMED_MAX - 1,
+            ZSTD_STREAMED_MAX,
+            ZSTD_STREAMED_MAX + 1,
+            100_000,
+            102_400,
+        ] {
+            bodies.push(super::payload::json(len));
+            bodies.push(json_like(len, 9));
+        }
+        for body in &bodies {
+            let len = body.len();
+            let ours = zstd_oneshot(body, crate::DEFAULT_ZSTD_LEVEL);
+            let reference = zstd_streaming_reference(body);
+            assert!(
+                ours.len() <= reference.len(),
+                "{len} B: {} against {}",
+                ours.len(),
+                reference.len()
+            );
+            assert_eq!(
+                zstd::stream::decode_all(&ours[..]).unwrap(),
+                *body,
+                "{len} B"
+            );
+            if zstd_size_class(crate::DEFAULT_ZSTD_LEVEL as i32, len) == ZstdSizeClass::Streamed {
+                // The streaming encoder's frame but for the window descriptor (byte 5), which names the body's
+                // window instead of level 3's 2 MiB.
+                assert_eq!(ours.len(), reference.len(), "{len} B");
+                assert_eq!(ours[..5], reference[..5], "{len} B");
+                assert_eq!(ours[6..], reference[6..], "{len} B");
+                assert_eq!(
+                    1usize << window_log_for(len),
+                    zstd_window_size(&ours),
+                    "{len} B"
+                );
+            }
+        }
+        // A pooled context that ended a frame early (an error) starts the next body on a new frame.
+        let body = super::payload::json(16_384);
+        let mut slot = zstd_compressor(3, ZstdSizeClass::Streamed).unwrap();
+        let mut out = Vec::with_capacity(64);
+        let mut out_buffer = zstd::zstd_safe::OutBuffer::around(&mut out);
+        let mut in_buffer = zstd::zstd_safe::InBuffer::around(&body[..]);
+        slot.context_mut()
+            .compress_stream2(
+                &mut out_buffer,
+                &mut in_buffer,
+                zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush,
+            )
+            .unwrap();
+        let again = zstd_streamed(
+            slot.context_mut(),
+            &body,
+            zstd::zstd_safe::compress_bound(body.len()),
+        )
+        .unwrap();
+        assert_eq!(again, zstd_oneshot(&body, crate::DEFAULT_ZSTD_LEVEL));
+    }
+
+    /// The window size a zstd frame announces (RFC 8878 §3.1.1.1.2), for frames without the single-segment flag.
+    #[cfg(feature = "zstd")]
+    fn zstd_window_size(frame: &[u8]) -> usize {
+        assert_eq!(frame[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+        assert_eq!(frame[4] & 0x20, 0, "single segment");
+        let descriptor = frame[5];
+        let base = 1usize << (10 + (descriptor >> 3));
+        base + base / 8 * usize::from(descriptor & 7)
     }
 
     #[cfg(feature = "zstd")]

@@ -16,7 +16,7 @@
 //! - and a user predicate, which sees the request head and the response head, agrees.
 //!
 //! A body whose length is known and at most `max_buffered` (1 MiB) is compressed in one shot (libdeflate for gzip
-//! and deflate, zstd with the content size pledged, Brotli with its window sized to the body; compressors, zstd
+//! and deflate, zstd with its window at most the body, Brotli with its window sized to the body; compressors, zstd
 //! contexts and Brotli hash tables reused through a small bounded pool) and sent with an exact `Content-Length`, or as it is when compression would not
 //! make it smaller. A larger or streamed body is compressed frame by frame; server-sent events and NDJSON are
 //! flushed after every frame with the codec's own flush, so each event reaches the client when it is sent; other
