@@ -86,7 +86,8 @@ def peers(data):
 
 
 def layer_table(data):
-    """Requests/s per configuration of the demo, with p99 beside each bar."""
+    """Requests/s per configuration of the demo, with p99 beside each bar. A row with a "coding" is a run in which
+    the client accepted only that content coding; its label names it."""
     rows = data["rows"]
     width, label_w, right = 760, 170, 170
     row_h, top = 28, 58
@@ -104,7 +105,8 @@ def layer_table(data):
     for i, row in enumerate(rows):
         y = top + i * row_h
         colour = KIT if row["configuration"] == "all layers on" else PEER
-        body.append(text(label_w - 8, y + 15, row["configuration"], 12, anchor="end"))
+        label = row["configuration"] + (f", {row['coding']}" if "coding" in row else "")
+        body.append(text(label_w - 8, y + 15, label, 12, anchor="end"))
         w = bar_w * row["rps"] / scale_max
         body.append(rect(label_w, y + 2, w, 18, colour))
         body.append(text(label_w + w + 6, y + 15, f"{num(row['rps'])}/s", 11))
