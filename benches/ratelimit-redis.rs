@@ -202,7 +202,7 @@ fn main() {
     let single_keys = n as f64 / run_keys(&runtime, &store, n, true).as_secs_f64();
     let on_cluster = n as f64 / run_keys(&runtime, &cluster_store, n, true).as_secs_f64();
     for node in cluster.nodes() {
-        let _ = Command::new("redis-cli")
+        let _ = tower_kit_test_support::redis_cli()
             .args(["-p", &node.port().to_string(), "SCRIPT", "LOAD"])
             .arg(tower_kit_ratelimit::store::GCRA_SCRIPT)
             .output();

@@ -9,7 +9,7 @@
 //! restart one by one. [`redis_cli`] runs the `redis-cli` it uses (from `REDIS_CLI_BIN` or `PATH`).
 //!
 //! [`Rng`]: a tiny deterministic generator (xorshift64*) for randomised tests. [`wait_until`]: polls a condition
-//! with a deadline, for tests over real servers.
+//! with a deadline, for tests over real servers. [`paused_runtime`]: a current-thread runtime on a paused clock.
 //!
 //! ```no_run
 //! let server = tower_kit_test_support::RedisServer::start();
@@ -20,9 +20,11 @@
 mod redis_cluster;
 mod redis_server;
 mod rng;
+mod runtime;
 mod wait;
 
 pub use redis_cluster::{MISSING_CLI, RedisCluster, redis_cli};
 pub use redis_server::RedisServer;
 pub use rng::Rng;
+pub use runtime::paused_runtime;
 pub use wait::wait_until;

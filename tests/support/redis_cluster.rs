@@ -182,6 +182,19 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// The keys matching `pattern` on every running node (`redis-cli --scan`; a replica lists its primary's keys
+    /// again).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let port = node.port().to_string();
+            let out = run_cli(&["-p", &port, "--scan", "--pattern", pattern])
+                .unwrap_or_else(|| panic!("redis-cli --scan failed on port {port}"));
+            keys.extend(out.lines().map(str::to_owned));
+        }
+        keys
+    }
+
     /// The number of primaries it was created with.
     pub fn primaries(&self) -> usize {
         self.primaries

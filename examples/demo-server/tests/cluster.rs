@@ -56,29 +56,6 @@ async fn get(client: &HttpClient, addr: SocketAddr, path: &str) -> (u16, String)
     (status, x_cache)
 }
 
-/// The keys matching `pattern` on every running node of the cluster.
-fn keys(cluster: &RedisCluster, pattern: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    for node in cluster.nodes().iter().filter(|n| n.is_running()) {
-        let out = std::process::Command::new("redis-cli")
-            .args([
-                "-p",
-                &node.port().to_string(),
-                "--scan",
-                "--pattern",
-                pattern,
-            ])
-            .output()
-            .expect("redis-cli");
-        keys.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned),
-        );
-    }
-    keys
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_demo_servers_share_one_quota_and_one_cache_on_a_cluster() {
     let cluster = RedisCluster::start(3);
@@ -92,7 +69,7 @@ async fn two_demo_servers_share_one_quota_and_one_cache_on_a_cluster() {
     let (status, x_cache) = get(&client, a, "/api/report").await;
     assert_eq!((status, x_cache.as_str()), (200, "MISS"));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while keys(&cluster, "tower-kit-demo:cache:v:*report*").is_empty() {
+    while cluster.keys("tower-kit-demo:cache:v:*report*").is_empty() {
         assert!(
             Instant::now() < deadline,
             "the report never reached the cluster"
@@ -131,7 +108,7 @@ async fn killing_the_primary_of_a_cached_entry_gives_no_5xx() {
     assert_eq!(get(&client, a, "/api/report").await.0, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     let key = loop {
-        if let Some(key) = keys(&cluster, "tower-kit-demo:cache:v:*report*").pop() {
+        if let Some(key) = cluster.keys("tower-kit-demo:cache:v:*report*").pop() {
             break key;
         }
         assert!(

@@ -34,11 +34,7 @@ fn batch_metrics() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = tower_kit_test_support::paused_runtime();
     // Snapshots drain histograms: keep what the first one saw.
     let mut sizes_seen = Vec::new();
     let mut waits_seen = Vec::new();

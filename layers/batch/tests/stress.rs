@@ -15,21 +15,7 @@ use std::{
 use tokio::time::sleep;
 use tower::{Layer, Service};
 use tower_kit_batch::{BatchError, BatchLayer};
-
-/// xorshift64*: deterministic randomness without a dependency.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use tower_kit_test_support::Rng;
 
 const CALLERS: usize = 3000;
 
@@ -87,7 +73,7 @@ async fn run(seed: u64, keyed: bool) {
         left: left.clone(),
         sent: Arc::new((0..CALLERS).map(|_| AtomicUsize::new(0)).collect()),
         violations: Arc::default(),
-        rng: Arc::new(Mutex::new(Rng(seed))),
+        rng: Arc::new(Mutex::new(Rng::new(seed))),
         keyed,
     };
     let builder = BatchLayer::<usize>::builder()
@@ -130,7 +116,7 @@ async fn run(seed: u64, keyed: bool) {
             .map(|_| AtomicUsize::new(0))
             .collect::<Vec<_>>(),
     );
-    let mut rng = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut tasks = Vec::new();
     let overloaded = Arc::new(AtomicUsize::new(0));
     for id in 0..CALLERS {

@@ -69,6 +69,14 @@ const MIB: u64 = 1 << 20;
 const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 impl CacheLayerBuilder<MokaStore> {
+    /// The layer with every default, which passes `build`'s checks (a unit test keeps it so), made without a
+    /// fallible path.
+    pub(crate) fn default_layer() -> CacheLayer<MokaStore> {
+        let builder = Self::new();
+        let store = MokaStore::new(builder.max_bytes);
+        builder.assemble(store)
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             store: None,
@@ -399,8 +407,13 @@ impl<St: Store> CacheLayerBuilder<St> {
     pub fn build(mut self) -> Result<CacheLayer<St>, ConfigError> {
         self.check()?;
         let store = self.take_store()?;
+        Ok(self.assemble(store))
+    }
+
+    /// The layer on `store` from settings already checked (or the defaults, which are valid).
+    fn assemble(self, store: St) -> CacheLayer<St> {
         let clock = Arc::clone(&self.clock);
-        Ok(CacheLayer {
+        CacheLayer {
             shared: Arc::new(Shared {
                 config: self.into_config(),
                 store,
@@ -409,7 +422,7 @@ impl<St: Store> CacheLayerBuilder<St> {
                 clock,
                 generation: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// Checks the values that do not depend on one another, naming the first bad field.
@@ -570,6 +583,14 @@ impl<St: Store> CacheLayerBuilder<St> {
 mod tests {
     use super::*;
     use crate::TtlTier;
+
+    #[test]
+    fn the_defaults_pass_the_checks_new_skips() {
+        // `CacheLayer::new` assembles the defaults without `build`: they must be what `build` accepts.
+        let mut defaults = CacheLayer::builder();
+        assert!(defaults.check().is_ok());
+        assert!(defaults.take_store().is_ok());
+    }
 
     #[test]
     fn bad_values_name_their_field() {

@@ -253,6 +253,7 @@ pub struct Variants {
 
 /// A value in a [`Store`](crate::store::Store).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum StoredValue {
     /// A response.
     Response(Arc<Entry>),

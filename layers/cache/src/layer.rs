@@ -196,10 +196,7 @@ impl CacheLayer<MokaStore> {
     /// A cache with every default: a 64 MiB moka store, entries up to 1 MiB, freshness only from the responses'
     /// own headers.
     pub fn new() -> Self {
-        match Self::builder().build() {
-            Ok(layer) => layer,
-            Err(e) => unreachable!("the defaults are valid: {e}"),
-        }
+        CacheLayerBuilder::default_layer()
     }
 
     /// A builder for every setting.

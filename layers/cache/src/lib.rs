@@ -85,6 +85,8 @@
 //! - `conformance` (off): exposes [`store::conformance`], the test suite every [`Store`] must pass.
 //! - `redis` (off): `RedisStore`, a store shared by every server through Redis, and `TieredStore`, an in-process
 //!   L1 in front of it, with invalidations broadcast to every server's L1 (see the book's "Scaling out").
+//! - `redis-tls` (off): `rediss://` URLs for those stores, through the platform's TLS library; without it such a
+//!   URL is a `ConfigError` naming the feature.
 //!
 //! # Compared with the peers
 //!

@@ -482,3 +482,16 @@ fn undecodable_values_and_failures_are_counted() {
         "{counters:?}"
     );
 }
+
+/// `rediss://` (feature `redis-tls`): the store passes the conformance suite over TLS, against a `redis-server`
+/// listening with a self-signed certificate.
+#[cfg(feature = "redis-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_work_over_tls() {
+    let server = RedisServer::start_tls();
+    let tls_port = server.tls_port().unwrap();
+    // `#insecure`: the test certificate is self-signed, so the client does not verify it.
+    let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    // The suite stores and reads back through the store: it cannot pass unless TLS connects.
+    conformance::run(|_| redis(&url)).await;
+}

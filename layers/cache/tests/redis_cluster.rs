@@ -84,7 +84,7 @@ async fn two_servers_on_different_nodes_share_one_cache_and_invalidations() {
         let path = format!("/items/{i}");
         let (first, _) = send(&a, get(&path)).await;
         assert_eq!(first.headers["x-cache"], "MISS");
-        let keys = value_keys(&cluster, "two:").await;
+        let keys = value_keys(&cluster, "two:");
         let Some(new_key) = keys.iter().find(|k| k.contains(&format!("{path}#"))) else {
             panic!("{path} not stored in the cluster: {keys:?}");
         };
@@ -109,22 +109,9 @@ async fn two_servers_on_different_nodes_share_one_cache_and_invalidations() {
     assert_eq!(origin.calls(), calls + 1);
 }
 
-/// The Redis keys of the values under `prefix`, on every node (`redis-cli --scan`).
-async fn value_keys(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    for node in cluster.nodes().iter().filter(|n| n.is_running()) {
-        let out = tower_kit_test_support::redis_cli()
-            .args(["-p", &node.port().to_string(), "--scan", "--pattern"])
-            .arg(format!("{prefix}v:*"))
-            .output()
-            .expect("redis-cli");
-        keys.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned),
-        );
-    }
-    keys
+/// The Redis keys of the values under `prefix`, on every node.
+fn value_keys(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
+    cluster.keys(&format!("{prefix}v:*"))
 }
 
 /// One primary killed (no replica): responses whose entries live in its slots are served by the origin (no 5xx,
@@ -155,7 +142,7 @@ async fn one_primary_killed_only_its_entries_miss_no_5xx_then_it_returns() {
         i += 1;
         let path = format!("/k/{i}");
         send(&svc, get(&path)).await;
-        let keys = value_keys(&cluster, "kill:").await;
+        let keys = value_keys(&cluster, "kill:");
         let key = keys
             .iter()
             .find(|k| k.contains(&format!("{path}#")))
@@ -335,7 +322,7 @@ async fn failover_to_a_replica_needs_no_restart() {
         .layer(origin.service());
     let path = "/fo/1";
     send(&svc, get(path)).await;
-    let keys = value_keys(&cluster, "fo:").await;
+    let keys = value_keys(&cluster, "fo:");
     let key = keys
         .iter()
         .find(|k| k.contains("/fo/1#"))

@@ -11,7 +11,7 @@ use crate::{
 use bytes::Bytes;
 use http::{Response, StatusCode, request, response};
 use std::{num::NonZeroUsize, sync::Arc, time::Duration};
-use tower_kit_core::ConfigError;
+use tower_kit_core::{ConfigError, Exempt};
 use tower_layer::Layer;
 
 /// The largest limit, queue length or key count a layer accepts.
@@ -39,7 +39,6 @@ pub enum QueueOrder {
     Lifo,
 }
 
-pub(crate) type RequestPredicate = Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>;
 pub(crate) type ResponsePredicate = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
 pub(crate) type KeyFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
 
@@ -50,7 +49,7 @@ pub(crate) struct Config {
     pub(crate) release_at: ReleaseAt,
     pub(crate) streams_at_head: bool,
     pub(crate) stream_predicate: Option<ResponsePredicate>,
-    pub(crate) exempt: Option<RequestPredicate>,
+    pub(crate) exempt: Exempt,
     pub(crate) keyed: Option<(Arc<KeyedLimits>, KeyFn)>,
     pub(crate) adaptive: Option<Controller>,
     /// Whether the slot of an admitted request moves into the response body with no more than the event-stream
@@ -65,7 +64,7 @@ impl Config {
     /// Whether `call` must look at the request parts (exemption or key).
     #[inline]
     pub(crate) fn needs_parts(&self) -> bool {
-        self.exempt.is_some() || self.keyed.is_some()
+        self.exempt.is_set() || self.keyed.is_some()
     }
 }
 
@@ -123,7 +122,7 @@ impl std::fmt::Debug for ConcurrencyLayer {
             .field("max_queue_wait", &c.max_queue_wait)
             .field("release_at", &c.release_at)
             .field("streams_at_head", &c.streams_at_head)
-            .field("exempt", &c.exempt.is_some())
+            .field("exempt", &c.exempt)
             .field("keyed", &c.keyed.as_ref().map(|k| &k.0))
             .field("adaptive", &c.adaptive.is_some())
             .field("refusals", &c.refusals)
@@ -191,7 +190,7 @@ pub struct ConcurrencyLayerBuilder {
     release_at: ReleaseAt,
     streams_at_head: bool,
     stream_predicate: Option<ResponsePredicate>,
-    exempt: Option<RequestPredicate>,
+    exempt: Exempt,
     per_key: Option<(usize, KeyFn)>,
     max_keys: usize,
     adaptive: Option<AdaptiveLimit>,
@@ -213,7 +212,7 @@ impl Default for ConcurrencyLayerBuilder {
             release_at: ReleaseAt::BodyEnd,
             streams_at_head: true,
             stream_predicate: None,
-            exempt: None,
+            exempt: Exempt::none(),
             per_key: None,
             max_keys: 65_536,
             adaptive: None,
@@ -283,7 +282,7 @@ impl ConcurrencyLayerBuilder {
     where
         F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
     {
-        self.exempt = Some(Arc::new(predicate));
+        self.exempt = Exempt::new(predicate);
         self
     }
 

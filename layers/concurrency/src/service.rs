@@ -91,7 +91,7 @@ impl<S> Concurrency<S> {
     {
         let config = &self.config;
         let (parts, body) = request.into_parts();
-        if config.exempt.as_ref().is_some_and(|exempt| exempt(&parts)) {
+        if config.exempt.matches(&parts) {
             let head = parts.method == Method::HEAD;
             let future = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::running(future, None, head);

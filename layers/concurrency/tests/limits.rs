@@ -712,11 +712,7 @@ fn metrics_go_to_a_local_recorder() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = tower_kit_test_support::paused_runtime();
     rt.block_on(async {
         let layer = ConcurrencyLayer::builder()
             .max_in_flight(1)

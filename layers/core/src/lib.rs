@@ -52,6 +52,7 @@ mod client_addr;
 mod clock;
 mod content_length;
 mod error;
+mod exempt;
 pub mod grpc;
 mod hop_by_hop;
 mod policy_body;
@@ -69,6 +70,7 @@ pub use clock::{
 };
 pub use content_length::content_length;
 pub use error::ConfigError;
+pub use exempt::Exempt;
 pub use hop_by_hop::strip_hop_by_hop;
 pub use policy_body::PolicyBody;
 pub use refusal::{RefusalResponse, retry_after_secs};

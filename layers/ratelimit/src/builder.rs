@@ -3,10 +3,9 @@
 use crate::{
     InMemoryStore, KeyExtractor, Policy, RateLimitLayer, StoreFailure,
     headers::PolicyState,
-    layer::{Config, CostFn, ExemptFn, PolicyConfig, QuotaSource, Single},
-    metrics::PolicyMetrics,
+    layer::{Config, CostFn, PolicyConfig, QuotaSource, Single},
     refusal::{DEFAULT_BODY, MapRefusal, Refusal, RefusalHook, Refusals},
-    store::{MAX_POLICIES, PolicyId, PolicyKeys, RateLimitStore},
+    store::{MAX_POLICIES, PolicyKeys, RateLimitStore},
 };
 use bytes::Bytes;
 use http::{Response, StatusCode, request::Parts};
@@ -16,7 +15,7 @@ use std::{
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
-use tower_kit_core::ConfigError;
+use tower_kit_core::{ConfigError, Exempt};
 
 /// Configures a [`RateLimitLayer`]; [`build`](Self::build) checks the settings.
 #[must_use]
@@ -25,7 +24,7 @@ pub struct RateLimitLayerBuilder<St = InMemoryStore> {
     policies: Vec<Policy>,
     key: KeyExtractor,
     cost: Option<Arc<CostFn>>,
-    exempt: Option<Arc<ExemptFn>>,
+    exempt: Exempt,
     headers_on_admitted: bool,
     legacy_headers: bool,
     dry_run: bool,
@@ -59,7 +58,7 @@ impl RateLimitLayerBuilder {
             policies: Vec::new(),
             key: KeyExtractor::peer_ip(),
             cost: None,
-            exempt: None,
+            exempt: Exempt::none(),
             headers_on_admitted: false,
             legacy_headers: false,
             dry_run: false,
@@ -101,7 +100,7 @@ impl<St> RateLimitLayerBuilder<St> {
     where
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
-        self.exempt = Some(Arc::new(exempt));
+        self.exempt = Exempt::new(exempt);
         self
     }
 
@@ -187,13 +186,18 @@ impl<St> RateLimitLayerBuilder<St> {
 
 impl<St: RateLimitStore> RateLimitLayerBuilder<St> {
     /// Checks the settings (the store's too: [`RateLimitStore::check_policies`]) and makes the layer.
-    pub fn build(self) -> Result<RateLimitLayer<St>, ConfigError> {
-        let policies = check_policies(self.policies)?;
+    pub fn build(mut self) -> Result<RateLimitLayer<St>, ConfigError> {
+        let policies = check_policies(std::mem::take(&mut self.policies))?;
         check_store_policies(&self.store, &policies, &self.key)?;
         check_store_failure(self.store_failure)?;
         check_refusal_status(self.refusal.status)?;
+        Ok(self.assemble(policies))
+    }
+
+    /// The layer from settings already checked (or the defaults with one policy, which are valid).
+    pub(crate) fn assemble(self, policies: Vec<PolicyConfig>) -> RateLimitLayer<St> {
         let needs_parts = self.cost.is_some()
-            || self.exempt.is_some()
+            || self.exempt.is_set()
             || self.key.needs_parts()
             || policies.iter().any(PolicyConfig::needs_parts);
         let single = single_policy(&policies, needs_parts, &self.key);
@@ -208,7 +212,7 @@ impl<St: RateLimitStore> RateLimitLayerBuilder<St> {
             self.refusal.on_refusal,
             self.refusal.map_refusal,
         );
-        Ok(RateLimitLayer {
+        RateLimitLayer {
             _mode: PhantomData,
             config: Arc::new(Config {
                 store: self.store,
@@ -230,7 +234,7 @@ impl<St: RateLimitStore> RateLimitLayerBuilder<St> {
                 needs_parts,
                 single,
             }),
-        })
+        }
     }
 }
 
@@ -264,13 +268,7 @@ fn check_policies(policies: Vec<Policy>) -> Result<Vec<PolicyConfig>, ConfigErro
                 format!("duplicate name {:?}", p.name),
             ));
         }
-        checked.push(PolicyConfig {
-            id: PolicyId::of(&p.name),
-            metrics: PolicyMetrics::new(&p.name),
-            name: p.name.into(),
-            quota: p.quota,
-            key: p.key,
-        });
+        checked.push(PolicyConfig::new(p));
     }
     Ok(checked)
 }
@@ -286,16 +284,9 @@ fn check_store_policies<St: RateLimitStore>(
         .iter()
         .map(|p| p.key.as_ref().unwrap_or(layer_key))
         .collect();
-    store.check_policies(&PolicyKeys::new(&names, |i, j| same_key(keys[i], keys[j])))
-}
-
-/// Whether two extractors key every request the same way, as far as their settings show: the same source
-/// (address, trusted proxies, header, bearer token, global), IPv6 prefix, route scoping and fallbacks. Two
-/// `custom` closures cannot be compared and count as the same here (a store that needs one slot then still refuses
-/// a request whose keys differ, at run time).
-fn same_key(a: &KeyExtractor, b: &KeyExtractor) -> bool {
-    // `Debug` prints every setting of an extractor (the test below guards that it tells them apart).
-    format!("{a:?}") == format!("{b:?}")
+    store.check_policies(&PolicyKeys::new(&names, |i, j| {
+        keys[i].same_key_as(keys[j])
+    }))
 }
 
 fn check_store_failure(policy: StoreFailure) -> Result<(), ConfigError> {
@@ -370,7 +361,20 @@ mod tests {
     fn extractors_with_different_settings_key_differently() {
         let header = |h: &'static str| KeyExtractor::header(http::HeaderName::from_static(h));
         let peer = KeyExtractor::peer_ip;
+        let behind = |header: crate::ForwardedHeader| {
+            let trusted = crate::TrustedProxies::builder()
+                .networks(["10.0.0.0/8"])
+                .header(header)
+                .build()
+                .unwrap();
+            KeyExtractor::client_ip(trusted)
+        };
+        let custom = KeyExtractor::custom(|_| None);
         let distinct = [
+            behind(crate::ForwardedHeader::XForwardedFor),
+            behind(crate::ForwardedHeader::XRealIp),
+            custom.clone(),
+            KeyExtractor::custom(|_| None),
             peer(),
             peer().per_route(),
             peer().ipv6_prefix(48).unwrap(),
@@ -382,14 +386,31 @@ mod tests {
         ];
         for (i, a) in distinct.iter().enumerate() {
             for (j, b) in distinct.iter().enumerate() {
-                assert_eq!(same_key(a, b), i == j, "{a:?} vs {b:?}");
+                assert_eq!(a.same_key_as(b), i == j, "{a:?} vs {b:?}");
             }
         }
-        assert!(same_key(&peer(), &peer().clone()));
+        assert!(peer().same_key_as(&peer().clone()));
+        assert!(custom.same_key_as(&custom.clone()));
+        assert!(
+            behind(crate::ForwardedHeader::XRealIp)
+                .same_key_as(&behind(crate::ForwardedHeader::XRealIp))
+        );
     }
 
     fn q() -> Quota {
         Quota::per_second(NonZeroU32::new(1).unwrap())
+    }
+
+    #[test]
+    fn new_assembles_what_build_accepts() {
+        // `RateLimitLayer::new` skips `build`: its one policy on the defaults must pass every check.
+        let built = RateLimitLayer::builder()
+            .policy(Policy::new("default", q()))
+            .build();
+        assert!(built.is_ok());
+        let layer = RateLimitLayer::new(q());
+        assert_eq!(layer.config.policies.len(), 1);
+        assert_eq!(&*layer.config.policies[0].name, "default");
     }
 
     #[test]

@@ -308,6 +308,30 @@ impl fmt::Debug for KeyExtractor {
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 impl KeyExtractor {
+    /// Whether this extractor keys every request as `other` does: the same source with the same settings
+    /// (trusted networks and header, header name), IPv6 prefix, route scoping and fallbacks. Two `custom`
+    /// extractors are the same only when one is a clone of the other (one closure): closures cannot be compared.
+    pub(crate) fn same_key_as(&self, other: &KeyExtractor) -> bool {
+        let source = match (&self.source, &other.source) {
+            (Source::PeerIp, Source::PeerIp)
+            | (Source::Bearer, Source::Bearer)
+            | (Source::Global, Source::Global) => true,
+            (Source::ClientIp(a), Source::ClientIp(b)) => a == b,
+            (Source::Header(a), Source::Header(b)) => a == b,
+            (Source::Custom(a), Source::Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let fallback = match (&self.fallback, &other.fallback) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_key_as(b),
+            _ => false,
+        };
+        source
+            && fallback
+            && self.ipv6_prefix == other.ipv6_prefix
+            && self.per_route == other.per_route
+    }
+
     fn with_source(source: Source) -> Self {
         Self {
             source,

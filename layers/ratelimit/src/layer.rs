@@ -11,11 +11,11 @@ use std::{
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
+use tower_kit_core::Exempt;
 use tower_layer::Layer;
 
 type QuotaFn = dyn Fn(&Parts) -> Option<Quota> + Send + Sync;
 pub(crate) type CostFn = dyn Fn(&Parts) -> u32 + Send + Sync;
-pub(crate) type ExemptFn = dyn Fn(&Parts) -> bool + Send + Sync;
 
 #[derive(Clone)]
 pub(crate) enum QuotaSource {
@@ -112,6 +112,17 @@ pub(crate) struct PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// A policy's configuration, its id and metric keys derived from its name (checked by the builder).
+    pub(crate) fn new(p: Policy) -> Self {
+        PolicyConfig {
+            id: PolicyId::of(&p.name),
+            metrics: PolicyMetrics::new(&p.name),
+            name: p.name.into(),
+            quota: p.quota,
+            key: p.key,
+        }
+    }
+
     /// Whether this policy reads the whole `Parts` (a per-request quota or its own key closure).
     pub(crate) fn needs_parts(&self) -> bool {
         matches!(self.quota, QuotaSource::PerRequest(_))
@@ -124,7 +135,7 @@ pub(crate) struct Config<St> {
     pub(crate) policies: Box<[PolicyConfig]>,
     pub(crate) key: KeyExtractor,
     pub(crate) cost: Option<Arc<CostFn>>,
-    pub(crate) exempt: Option<Arc<ExemptFn>>,
+    pub(crate) exempt: Exempt,
     pub(crate) headers_on_admitted: bool,
     pub(crate) legacy_headers: bool,
     pub(crate) dry_run: bool,
@@ -193,14 +204,10 @@ impl<St, M> fmt::Debug for RateLimitLayer<St, M> {
 impl RateLimitLayer {
     /// One policy named `"default"` with `quota`, keyed by the peer IP (IPv6 by /64), on a fresh in-process store.
     pub fn new(quota: Quota) -> Self {
-        // A fixed, valid name and one policy: building cannot fail.
-        match Self::builder()
-            .policy(Policy::new("default", quota))
-            .build()
-        {
-            Ok(layer) => layer,
-            Err(e) => unreachable!("the default configuration is valid: {e}"),
-        }
+        // A fixed, valid name, one policy and the builder's defaults: what `build` accepts (a unit test keeps it
+        // so), assembled without a fallible path.
+        RateLimitLayerBuilder::new()
+            .assemble(vec![PolicyConfig::new(Policy::new("default", quota))])
     }
 
     /// A builder: policies, keys, cost, exemptions, headers, dry run, store.

@@ -126,6 +126,29 @@ fn policies_keyed_differently_are_a_config_error_on_a_cluster() {
         .policy(Policy::new("daily", quota).key(by_api_key.clone()))
         .build()
         .expect("one key: one slot per request");
+    // Closures cannot be compared: two of them are two keys, one closure cloned is one key.
+    let tenant = || {
+        KeyExtractor::custom(|parts| {
+            parts
+                .headers
+                .get("x-tenant")
+                .map(|v| Key::from_bytes(v.as_bytes()))
+        })
+    };
+    let e = RateLimitLayer::builder()
+        .store(on_cluster())
+        .policy(Policy::new("burst", quota).key(tenant()))
+        .policy(Policy::new("daily", quota).key(tenant()))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "policy");
+    let by_tenant = tenant();
+    let _one_closure = RateLimitLayer::builder()
+        .store(on_cluster())
+        .policy(Policy::new("burst", quota).key(by_tenant.clone()))
+        .policy(Policy::new("daily", quota).key(by_tenant))
+        .build()
+        .expect("one closure, cloned: one key");
     let _single_server = RateLimitLayer::builder()
         .store(RedisStore::new("redis://127.0.0.1:1/").unwrap())
         .policy(Policy::new("per-ip", quota))
@@ -135,8 +158,8 @@ fn policies_keyed_differently_are_a_config_error_on_a_cluster() {
 }
 
 /// Policies of one request that key it the same way share a slot: one script, all-or-nothing, on one shard.
-/// Checks keyed differently cannot share a slot (custom extractors `build()` cannot compare): the cluster store
-/// says so instead of deciding half.
+/// Checks keyed differently cannot share a slot (should a store be handed them, as a layer's `build()` would
+/// refuse): the cluster store says so instead of deciding half.
 #[tokio::test]
 async fn policies_share_a_slot_through_the_client_tag() {
     let cluster = RedisCluster::start(3);

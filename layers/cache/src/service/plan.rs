@@ -390,7 +390,17 @@ impl<St: Store> Ask<'_, St> {
                 Some(step) => step.clone().scope(shared.store.lease(key, ttl)).await,
             };
             match lease {
-                Ok(Lease::Acquired(release)) => return Remote::Lead(Some(release)),
+                Ok(Lease::Acquired(release)) => {
+                    // On a retry the lease is free because the server that held it is done: it may have stored
+                    // the entry after our last look and before its release, so look once more before leading.
+                    if let Some(step) = step
+                        && let Some(remote) = step.scope(self.look_again()).await
+                    {
+                        release.release();
+                        return remote;
+                    }
+                    return Remote::Lead(Some(release));
+                }
                 Ok(Lease::Held) => {}
                 Ok(Lease::Unsupported) => return Remote::Lead(None),
                 Err(e) => {

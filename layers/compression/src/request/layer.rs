@@ -3,33 +3,21 @@
 use super::service::RequestDecompression;
 use crate::codec::{Coding, CodingSet};
 use http::{HeaderValue, request};
-use std::{fmt, sync::Arc};
-use tower_kit_core::ConfigError;
+use std::sync::Arc;
+use tower_kit_core::{ConfigError, Exempt};
 use tower_layer::Layer;
 
 /// Default cap on a decoded request body: 10 MiB.
 pub const DEFAULT_MAX_DECODED: usize = 10 * 1024 * 1024;
 
-/// A request predicate: `true` for requests that bypass decoding.
-pub(crate) type Exempt = Arc<dyn Fn(&request::Parts) -> bool + Send + Sync>;
-
+#[derive(Debug)]
 pub(crate) struct RequestConfig {
     pub(crate) max_decoded: usize,
     /// The codings decoded.
     pub(crate) codings: Vec<Coding>,
     /// The `Accept-Encoding` of a 415: the codings decoded, comma-separated.
     pub(crate) accept_encoding: HeaderValue,
-    pub(crate) exempt: Option<Exempt>,
-}
-
-impl fmt::Debug for RequestConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestConfig")
-            .field("max_decoded", &self.max_decoded)
-            .field("codings", &self.codings)
-            .field("exempt", &self.exempt.is_some())
-            .finish()
-    }
+    pub(crate) exempt: Exempt,
 }
 
 /// The `Accept-Encoding` value listing `codings`.
@@ -81,7 +69,7 @@ impl RequestDecompressionLayer {
                 max_decoded: DEFAULT_MAX_DECODED,
                 accept_encoding: accept_encoding(&compiled()),
                 codings: compiled(),
-                exempt: None,
+                exempt: Exempt::none(),
             }),
         }
     }
@@ -91,28 +79,18 @@ impl RequestDecompressionLayer {
         RequestDecompressionLayerBuilder {
             max_decoded: DEFAULT_MAX_DECODED,
             codings: CodingSet::compiled(),
-            exempt: None,
+            exempt: Exempt::none(),
         }
     }
 }
 
 /// Builds a [`RequestDecompressionLayer`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 #[must_use]
 pub struct RequestDecompressionLayerBuilder {
     max_decoded: usize,
     codings: CodingSet,
-    exempt: Option<Exempt>,
-}
-
-impl fmt::Debug for RequestDecompressionLayerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestDecompressionLayerBuilder")
-            .field("max_decoded", &self.max_decoded)
-            .field("codings", &self.codings)
-            .field("exempt", &self.exempt.is_some())
-            .finish()
-    }
+    exempt: Exempt,
 }
 
 impl RequestDecompressionLayerBuilder {
@@ -157,7 +135,7 @@ impl RequestDecompressionLayerBuilder {
     where
         F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
     {
-        self.exempt = Some(Arc::new(predicate));
+        self.exempt = Exempt::new(predicate);
         self
     }
 

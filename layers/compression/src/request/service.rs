@@ -115,9 +115,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if let Some(exempt) = &self.config.exempt {
+        if self.config.exempt.is_set() {
             let (parts, body) = request.into_parts();
-            let exempt = exempt(&parts);
+            let exempt = self.config.exempt.matches(&parts);
             let request = Request::from_parts(parts, body);
             if exempt {
                 let request = request.map(|body| DecodedBody::Passthrough { body });

@@ -92,6 +92,15 @@ pub enum Tls {
     Disabled(&'static str),
 }
 
+/// `rediss://` as this build can connect: over TLS with the `redis-tls` feature, refused naming it without.
+const DEFAULT_TLS: Tls = if cfg!(feature = "redis-tls") {
+    Tls::Enabled
+} else {
+    Tls::Disabled(
+        "rediss:// (TLS) needs the `redis-tls` cargo feature (of tower-kit, tower-kit-ratelimit or tower-kit-cache)",
+    )
+};
+
 /// How a store classifies the errors of its calls, for the connection and the breaker.
 pub trait Failure {
     /// Whether the connection is unusable after this error (it is dropped; the next request connects again).
@@ -294,7 +303,8 @@ impl RedisClientBuilder {
         !self.cluster_nodes.is_empty()
     }
 
-    /// Whether `rediss://` URLs are accepted (default: [`Tls::Enabled`]).
+    /// Whether `rediss://` URLs are accepted (default: [`Tls::Enabled`] with the `redis-tls` feature, otherwise
+    /// [`Tls::Disabled`] naming it).
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
         self
@@ -446,7 +456,7 @@ impl RedisClient {
             failure_threshold: 3,
             retry_interval: Duration::from_secs(1),
             topology_refresh: Duration::from_secs(10),
-            tls: Tls::Enabled,
+            tls: DEFAULT_TLS,
             on_connect: None,
             on_transition: None,
         }
@@ -775,6 +785,15 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(e.reason(), "needs the tls feature");
+        // By default `rediss://` follows the `redis-tls` feature: accepted with it, refused naming it without.
+        let default = RedisClient::builder("rediss://h").build();
+        if cfg!(feature = "redis-tls") {
+            assert!(default.is_ok());
+        } else {
+            let e = default.unwrap_err();
+            assert_eq!(e.field(), "url");
+            assert!(e.reason().contains("`redis-tls`"), "{}", e.reason());
+        }
         // A password never appears in an error or in Debug.
         let e = RedisClient::builder("redis://user:hunter2@h:notaport")
             .build()

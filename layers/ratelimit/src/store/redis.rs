@@ -9,9 +9,7 @@ use redis::{Cmd, ErrorKind, ServerErrorKind, aio::ConnectionLike};
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 use tower_kit_core::{
     ConfigError,
-    redis::{
-        CallError, Deadline, Failure, RedisClient, RedisClientBuilder, TimedOut, Tls, Transition,
-    },
+    redis::{CallError, Deadline, Failure, RedisClient, RedisClientBuilder, TimedOut, Transition},
 };
 
 /// The Lua script the store runs (`EVALSHA`), with its argument layout in its header comment. It mirrors
@@ -41,10 +39,11 @@ pub const REDIS_SCRIPT_RELOADS: &str = "tower_kit.ratelimit.redis.script_reloads
 ///   `<prefix>{<key>}:<policy id>`; the `{…}` hash tag puts every policy of one client in one slot, so a request
 ///   whose policies share the key is one script on one shard. Policies keyed differently in one layer would touch
 ///   two slots: the layer's `build()` refuses them on a cluster with a `ConfigError` naming `policy`
-///   ([`check_policies`](RateLimitStore::check_policies)); give them separate layers. Should a request's keys
-///   still differ (two `custom` extractors, which cannot be compared), it fails with
-///   [`RedisStoreError::CrossSlot`] (decided by the failure policy) instead of being decided half. Each node has
-///   its own circuit breaker.
+///   ([`check_policies`](RateLimitStore::check_policies)); give them separate layers. Two `custom` extractors
+///   count as the same key only when one is a clone of the other (closures cannot be compared), so policies on two
+///   different closures are refused at `build()` too: give them one extractor. Should a request's keys still
+///   differ at run time, it fails with [`RedisStoreError::CrossSlot`] (decided by the failure policy) instead of
+///   being decided half. Each node has its own circuit breaker.
 /// - **One multiplexed connection**, shared by every request (concurrent checks are pipelined on it), with a
 ///   connect timeout and a per-decision timeout ([`timeout`](RedisStoreBuilder::timeout), default 100 ms: no
 ///   request waits longer for the limiter).
@@ -261,13 +260,6 @@ impl RedisStoreBuilder {
                 ),
             ));
         }
-        let tls = if cfg!(feature = "redis-tls") {
-            Tls::Enabled
-        } else {
-            Tls::Disabled(
-                "rediss:// (TLS) needs the `redis-tls` cargo feature of tower-kit-ratelimit",
-            )
-        };
         let redis = if self.redis.is_cluster() {
             self.redis
         } else {
@@ -278,9 +270,7 @@ impl RedisStoreBuilder {
                     async move { load_script(&mut connection).await }.boxed()
                 })
         };
-        let redis = redis
-            .tls(tls)
-            .on_transition(|transition| match transition {
+        let redis = redis.on_transition(|transition| match transition {
                 Transition::Opened => {
                     metrics::gauge!(REDIS_CIRCUIT_OPEN).set(1.0);
                     tracing::warn!(
