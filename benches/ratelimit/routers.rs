@@ -1,4 +1,4 @@
-//! The routers and the request loop that `benches/ratelimit.rs` and `examples/interleaved.rs` both measure
+//! The routers and the request loop that `benches/ratelimit.rs` and `examples/ratelimit_interleaved.rs` both measure
 //! (included with `#[path]`), so the two report on exactly the same set-ups.
 #![allow(dead_code)]
 

@@ -1,6 +1,6 @@
 //! The `bench-ratelimit` variants measured interleaved (each variant in turn, 41 rounds of 50 000 requests,
 //! medians and fastest rounds), which is steadier than criterion on a busy machine:
-//! `cargo run --release -p bench-ratelimit --example interleaved`. With an argument `kit`, `gov` or `bare` it runs
+//! `cargo run --release -p bench-ratelimit --example ratelimit_interleaved`. With an argument `kit`, `gov` or `bare` it runs
 //! that one variant alone (5 000 000 requests, or the count given as a second argument), for `perf record` or
 //! `valgrind --tool=callgrind` (`id` runs the identity-layer router; `kit-served`, `gov-served` and `bare-served`
 //! the layers around the whole router, as in the `ratelimit_served` group).
