@@ -921,6 +921,7 @@ mod tests {
     }
 
     /// JSON-like text of `len` bytes, different for each `seed`.
+    #[cfg(any(feature = "br", feature = "zstd"))]
     fn json_like(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut out = Vec::with_capacity(len + 64);

@@ -48,6 +48,8 @@
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //! use tower_kit_compression::{Coding, CompressionLayer};
 //!
+//! # #[cfg(not(feature = "zstd"))] fn main() {}
+//! # #[cfg(feature = "zstd")]
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let json = format!("[{}]", vec![r#"{"id":1,"name":"widget"}"#; 200].join(","));
 //! let layer = CompressionLayer::new();
