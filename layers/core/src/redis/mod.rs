@@ -13,12 +13,16 @@
 //!   again.
 
 mod breaker;
+mod builder;
 mod client;
 mod cluster;
+mod connection;
 mod deadline;
 mod store_macros;
 
 pub use breaker::{Admission, CircuitBreaker, Transition};
-pub use client::{CallError, Connection, Failure, RedisClient, RedisClientBuilder, Tls};
+pub use builder::RedisClientBuilder;
+pub use client::RedisClient;
 pub use cluster::slot;
+pub use connection::{CallError, Connection, Failure, Tls};
 pub use deadline::{Deadline, TimedOut, run};
