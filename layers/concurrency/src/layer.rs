@@ -276,14 +276,9 @@ impl ConcurrencyLayerBuilder {
         self
     }
 
-    /// Requests for which the predicate is true bypass the limit: never queued, never refused, not counted
-    /// (`/health`, `/metrics`).
-    pub fn exempt<F>(mut self, predicate: F) -> Self
-    where
-        F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
-    {
-        self.exempt = Exempt::new(predicate);
-        self
+    tower_kit_core::exempt_setter! {
+        /// Requests for which the predicate is true bypass the limit: never queued, never refused, not counted
+        /// (`/health`, `/metrics`).
     }
 
     /// At most `max_per_key` requests in flight per key, on top of the global limit. `key` maps a request to its

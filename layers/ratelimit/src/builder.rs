@@ -95,13 +95,8 @@ impl<St> RateLimitLayerBuilder<St> {
         self
     }
 
-    /// Requests for which `exempt` returns `true` skip every policy (health checks, allowlisted networks).
-    pub fn exempt<F>(mut self, exempt: F) -> Self
-    where
-        F: Fn(&Parts) -> bool + Send + Sync + 'static,
-    {
-        self.exempt = Exempt::new(exempt);
-        self
+    tower_kit_core::exempt_setter! {
+        /// Requests for which `exempt` returns `true` skip every policy (health checks, allowlisted networks).
     }
 
     /// Also send `RateLimit-Policy` and `RateLimit` on admitted responses (default: only on refusals, which keeps

@@ -2,7 +2,7 @@
 
 use super::service::RequestDecompression;
 use crate::codec::{Coding, CodingSet};
-use http::{HeaderValue, request};
+use http::HeaderValue;
 use std::sync::Arc;
 use tower_kit_core::{ConfigError, Exempt};
 use tower_layer::Layer;
@@ -129,14 +129,9 @@ impl RequestDecompressionLayerBuilder {
         self
     }
 
-    /// Requests for which the predicate is true bypass decoding: passed to the inner service untouched, whatever
-    /// their `Content-Encoding`, never refused (operational routes such as `/health` and `/metrics`). Default: none.
-    pub fn exempt<F>(mut self, predicate: F) -> Self
-    where
-        F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
-    {
-        self.exempt = Exempt::new(predicate);
-        self
+    tower_kit_core::exempt_setter! {
+        /// Requests for which the predicate is true bypass decoding: passed to the inner service untouched, whatever
+        /// their `Content-Encoding`, never refused (operational routes such as `/health` and `/metrics`). Default: none.
     }
 
     /// Checks the settings.
