@@ -5,7 +5,12 @@
 //!
 //! One test in this file: the allocator counts every thread, so nothing else may run beside it.
 // Written against every codec; a build with some codecs off runs the crate's unit tests.
-#![cfg(all(feature = "gzip", feature = "deflate", feature = "br", feature = "zstd"))]
+#![cfg(all(
+    feature = "gzip",
+    feature = "deflate",
+    feature = "br",
+    feature = "zstd"
+))]
 
 use bytes::Bytes;
 use http::{Request, Response, header};
