@@ -1,12 +1,5 @@
 //! Over real sockets: SSE through hyper 1 (each event decodable before the stream ends) and an axum 0.8 router
 //! with both layers.
-// Written against every codec; a build with some codecs off runs the crate's unit tests.
-#![cfg(all(
-    feature = "gzip",
-    feature = "deflate",
-    feature = "br",
-    feature = "zstd"
-))]
 
 mod common;
 
